@@ -1,0 +1,29 @@
+# Pediatric bone age assessment from hand radiographs (RSNA layout): the whole pipeline.
+#
+#   download -> preprocess -> split -> train (per variant) -> evaluate (per variant) [-> ensemble]
+#   -> gradcam (per variant) -> report
+#
+# Run: snakemake --cores 8 all        (README.md: set-up, RSNA data, clusters, results layout)
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/report/index.html",

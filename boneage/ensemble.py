@@ -1,0 +1,96 @@
+"""Stage 6, ensemble: a weighted mean of several variants' final predictions.
+
+Weights: ``equal``, ``inverse_val_mae`` (each variant by 1 / its validation MAE, normalised), or
+``fit`` (non-negative least squares on the validation split, normalised to sum to one). Weights are
+always chosen on validation data; the test split is only scored. Optionally a second linear bias
+correction is fitted on the validation predictions of the ensemble.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import apply_bias_correction, score
+from .files import read_json, setup_logging, write_json, write_table
+
+log = logging.getLogger("boneage.ensemble")
+
+WEIGHTINGS = ("equal", "inverse_val_mae", "fit")
+
+
+def nnls_weights(X: np.ndarray, y: np.ndarray, iters: int = 2000) -> np.ndarray:
+    """Non-negative weights minimising ||X w - y||^2 (projected gradient), normalised to sum 1."""
+    w = np.full(X.shape[1], 1.0 / X.shape[1])
+    step = 1.0 / (np.linalg.norm(X, 2) ** 2 + 1e-9)
+    for _ in range(iters):
+        w = np.maximum(0.0, w - step * X.T @ (X @ w - y))
+    return w / w.sum() if w.sum() > 0 else np.full(X.shape[1], 1.0 / X.shape[1])
+
+
+def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFrame, dict]:
+    names = list(tables)
+    base = tables[names[0]][["id", "subset", "boneage", "male"]]
+    merged = base.copy()
+    for name in names:
+        t = tables[name][["id", "subset", "pred"]].rename(columns={"pred": name})
+        merged = merged.merge(t, on=["id", "subset"], how="inner")
+    if len(merged) != len(base):
+        raise ValueError("the variants' predictions cover different images; re-run evaluate")
+    val = merged["subset"] == "val"
+    X = merged[names].to_numpy(float)
+    if weighting == "equal":
+        w = np.full(len(names), 1.0 / len(names))
+    elif weighting == "inverse_val_mae":
+        mae = np.abs(X[val] - merged.loc[val, "boneage"].to_numpy()[:, None]).mean(axis=0)
+        w = (1 / mae) / (1 / mae).sum()
+    elif weighting == "fit":
+        w = nnls_weights(X[val], merged.loc[val, "boneage"].to_numpy(float))
+    else:
+        raise ValueError(f"weighting {weighting!r}: use one of {WEIGHTINGS}")
+    merged["pred_raw"] = X @ w
+    return merged, dict(zip(names, map(float, w)))
+
+
+def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], out_dir: Path,
+        weighting: str, bias_correction: bool, thresholds) -> dict:
+    tables = {name: pd.read_parquet(path) for name, path in prediction_files.items()}
+    merged, weights = combine(tables, weighting)
+    extra = {"variant": "ensemble", "members": list(tables), "weighting": weighting, "weights": weights,
+             "bias_correction": None}
+    if bias_correction:
+        merged["pred"], extra["bias_correction"] = apply_bias_correction(merged, "pred_raw")
+    else:
+        merged["pred"] = merged["pred_raw"]
+    baseline = read_json(next(iter(metrics_files.values())))["baseline_train_mean_months"]
+    metrics = score(merged, baseline, thresholds, extra)
+    corr = np.corrcoef([(t.sort_values("id")["pred"] - t.sort_values("id")["boneage"]).to_numpy()
+                        for t in tables.values()]) if len(tables) > 1 else np.ones((1, 1))
+    metrics["error_correlation"] = {"members": list(tables), "matrix": corr.round(4).tolist()}
+    write_table(merged.drop(columns=list(tables)), out_dir / "predictions.parquet")
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("ensemble of %s (%s weights %s): test MAE %.2f months", list(tables), weighting,
+             {k: round(v, 3) for k, v in weights.items()}, metrics["test"]["mae"])
+    return metrics
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--member", nargs=3, action="append", required=True,
+                        metavar=("NAME", "PREDICTIONS", "METRICS"), help="one per ensemble member")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default="inverse_val_mae")
+    parser.add_argument("--bias-correction", action="store_true")
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0))
+    args = parser.parse_args(argv)
+    setup_logging()
+    run({m[0]: Path(m[1]) for m in args.member}, {m[0]: Path(m[2]) for m in args.member},
+        Path(args.out_dir), args.weighting, args.bias_correction, tuple(args.stage_thresholds))
+
+
+if __name__ == "__main__":
+    main()

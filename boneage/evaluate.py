@@ -1,0 +1,128 @@
+"""Stage 5, evaluate: predictions of one variant on the validation and test splits, and metrics.
+
+Options: test-time augmentation (mean over a few deterministic views) and a linear bias correction
+fitted on the validation split (``true ~ a * pred + b``) and applied to both splits, against the
+regression toward the mean that every regressor shows at the age extremes.
+
+Writes ``predictions.parquet`` (id, subset, boneage, male, pred_raw, pred_tta, pred), ``metrics.json``
+(MAE, RMSE, R2, median error, per sex, within 6/12 months, stage accuracy and confusion, by
+subset, with the MAE of always predicting the training mean as the baseline) and the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import load_images
+from .files import read_json, setup_logging, sha256_file, write_json, write_table
+from .inference import load_model, predict, resolve_device
+from .metrics import fit_bias_correction, summarise
+from .provenance import model_card
+
+log = logging.getLogger("boneage.evaluate")
+
+
+def subset_table(index: pd.DataFrame, split: pd.DataFrame, subsets=("val", "test")) -> pd.DataFrame:
+    merged = index.astype({"id": str}).merge(split[["id", "subset"]].astype({"id": str}), on="id")
+    return merged[merged["subset"].isin(subsets)].sort_values(["subset", "id"]).reset_index(drop=True)
+
+
+def train_mean(index: pd.DataFrame, split: pd.DataFrame) -> float:
+    ids = set(split.loc[split["subset"] == "train", "id"].astype(str))
+    return float(index.loc[index["id"].astype(str).isin(ids), "boneage"].mean())
+
+
+def apply_bias_correction(pred: pd.DataFrame, column: str) -> tuple[pd.Series, dict]:
+    """Fit on the validation rows, apply to all rows."""
+    val = pred["subset"] == "val"
+    a, b = fit_bias_correction(pred.loc[val, "boneage"], pred.loc[val, column])
+    return pred[column] * a + b, {"slope": a, "intercept": b, "fitted_on": "val", "n": int(val.sum())}
+
+
+def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | None = None) -> dict:
+    """Metrics per subset for the final ``pred`` and, for reference, ``pred_raw``."""
+    out = {"baseline_train_mean_months": baseline_months, **(extra or {})}
+    for subset, rows in pred.groupby("subset"):
+        out[subset] = summarise(rows, thresholds, "pred")
+        out[subset]["baseline_mae"] = float(np.mean(np.abs(rows["boneage"] - baseline_months)))
+        if "pred_raw" in rows:
+            out[subset]["mae_raw"] = float(np.mean(np.abs(rows["pred_raw"] - rows["boneage"])))
+    return out
+
+
+def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, card_path: Path | None,
+        dataset_json: Path | None, preprocess_json: Path | None, train_summary: Path | None,
+        tta: bool, bias_correction: bool, thresholds, device_name: str = "auto", threads: int = 1) -> dict:
+    device = resolve_device(device_name)
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    model, meta = load_model(model_path, device)
+    spec = meta["spec"]
+    index = pd.read_parquet(index_path)
+    split = pd.read_csv(split_path, dtype={"id": str})
+    rows = subset_table(index, split)
+    images = load_images(rows, index_path.parent, threads)
+    male = torch.tensor(rows["male"].to_numpy(np.float32))
+    hflip = bool(spec.get("augment", {}).get("hflip", False))
+    args = (model, images, male, spec["input_size"], meta["target_mean"], meta["target_std"], device)
+    pred = rows[["id", "subset", "boneage", "male"]].copy()
+    pred["pred_raw"] = predict(*args)
+    column = "pred_raw"
+    if tta:
+        pred["pred_tta"] = predict(*args, tta=True, hflip=hflip)
+        column = "pred_tta"
+    extra = {"variant": meta["variant"], "tta": tta, "bias_correction": None}
+    if bias_correction:
+        pred["pred"], extra["bias_correction"] = apply_bias_correction(pred, column)
+    else:
+        pred["pred"] = pred[column]
+    write_table(pred, out_dir / "predictions.parquet")
+    metrics = score(pred, train_mean(index, split), thresholds, extra)
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("%s test: MAE %.2f months (raw %.2f, baseline %.2f), R2 %.3f", meta["variant"],
+             metrics["test"]["mae"], metrics["test"]["mae_raw"], metrics["test"]["baseline_mae"],
+             metrics["test"]["r2"])
+    if card_path is not None:
+        card = model_card(
+            meta["variant"], meta, read_json(preprocess_json), read_json(dataset_json),
+            sha256_file(split_path), sha256_file(index_path),
+            {k: metrics[k] for k in ("val", "test", "tta", "bias_correction") if k in metrics},
+            read_json(train_summary) if train_summary else {})
+        write_json(card_path, card)
+    return metrics
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--index", required=True)
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--model-card", default=None, help="model_card.json to write")
+    parser.add_argument("--dataset", default=None, help="dataset.json (for the model card)")
+    parser.add_argument("--preprocess-summary", default=None, help="preprocess_summary.json (model card)")
+    parser.add_argument("--train-summary", default=None, help="train_summary.json (model card)")
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--bias-correction", action="store_true")
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0),
+                        metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    setup_logging()
+    run(Path(args.model), Path(args.index), Path(args.split), Path(args.out_dir),
+        Path(args.model_card) if args.model_card else None,
+        Path(args.dataset) if args.dataset else None,
+        Path(args.preprocess_summary) if args.preprocess_summary else None,
+        Path(args.train_summary) if args.train_summary else None,
+        args.tta, args.bias_correction, tuple(args.stage_thresholds), args.device, args.threads)
+
+
+if __name__ == "__main__":
+    main()

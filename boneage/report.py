@@ -1,0 +1,376 @@
+"""Stage 7, report: metrics tables, error plots and a standalone HTML page.
+
+Reads what the earlier stages wrote (metrics, predictions, training histories, Grad-CAM panels,
+preprocessing QC, split, benchmarks) and writes ``index.html`` with ``figures/`` and ``tables/``
+beside it, so the folder can be copied or archived as one piece. Tables are CSV and Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .files import read_json, setup_logging, write_table
+from .metrics import STAGES, by_age_bin
+from .provenance import git_commit, package_versions
+
+log = logging.getLogger("boneage.report")
+
+FIGURES = ("variant_comparison", "pred_vs_true", "bland_altman", "error_by_age", "training_curves",
+           "confusion")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 110})
+    return plt
+
+
+def _grid(n: int, width: float = 3.4, height: float = 3.2):
+    plt = _plt()
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return plt, fig, axes.flat
+
+
+def metrics_table(metrics: dict[str, dict], subset: str) -> pd.DataFrame:
+    rows = []
+    for name, m in metrics.items():
+        s = m[subset]
+        rows.append({
+            "model": name, "n": s["n"], "MAE": s["mae"], "RMSE": s["rmse"], "R2": s["r2"],
+            "median AE": s["median_ae"], "bias": s["bias"], "MAE male": s["mae_male"],
+            "MAE female": s["mae_female"], "within 6 mo": s["within_6"], "within 12 mo": s["within_12"],
+            "stage accuracy": s["stage"]["accuracy"], "MAE without TTA/correction": s.get("mae_raw"),
+            "baseline MAE (train mean)": s["baseline_mae"],
+        })
+    return pd.DataFrame(rows)
+
+
+def stage_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for name, m in metrics.items():
+        st = m["test"]["stage"]
+        for s in STAGES:
+            c = st["per_class"][s]
+            rows.append({"model": name, "stage": s, "precision": c["precision"], "recall": c["recall"],
+                         "support": c["support"]})
+    return pd.DataFrame(rows)
+
+
+def _test(pred: pd.DataFrame) -> pd.DataFrame:
+    return pred[pred["subset"] == "test"]
+
+
+def fig_comparison(metrics, out):
+    plt = _plt()
+    names = list(metrics)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 3.4))
+    test = [metrics[n]["test"]["mae"] for n in names]
+    val = [metrics[n]["val"]["mae"] for n in names]
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, val, 0.4, label="validation", color="#9ecae1")
+    ax.bar(x + 0.2, test, 0.4, label="test", color="#3182bd")
+    base = next(iter(metrics.values()))["test"]["baseline_mae"]
+    ax.axhline(base, color="#d62728", ls="--", lw=1, label=f"predict training mean ({base:.1f})")
+    for xi, v in zip(x, test):
+        ax.text(xi + 0.2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("mean absolute error (months)")
+    ax.set_title("Variants compared (lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def fig_pred_vs_true(preds, metrics, out):
+    plt, fig, axes = _grid(len(preds))
+    for ax, (name, p) in zip(axes, preds.items()):
+        t = _test(p)
+        for male, color, label in ((False, "#e377c2", "girls"), (True, "#1f77b4", "boys")):
+            s = t[t["male"] == male]
+            ax.scatter(s["boneage"], s["pred"], s=8, alpha=0.6, color=color, label=label)
+        ax.plot([0, 240], [0, 240], color="k", lw=0.8, label="identity")
+        ax.set(xlim=(0, 240), ylim=(0, 240), xlabel="reference bone age (months)",
+               ylabel="predicted bone age (months)",
+               title=f"{name}: MAE {metrics[name]['test']['mae']:.1f}, R² {metrics[name]['test']['r2']:.3f}")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def fig_bland_altman(preds, out):
+    plt, fig, axes = _grid(len(preds))
+    for ax, (name, p) in zip(axes, preds.items()):
+        t = _test(p)
+        mean = (t["pred"] + t["boneage"]) / 2
+        diff = t["pred"] - t["boneage"]
+        bias, sd = diff.mean(), diff.std()
+        ax.scatter(mean, diff, s=8, alpha=0.6, color="#555555")
+        ax.axhline(bias, color="#d62728", lw=1, label=f"bias {bias:+.1f}")
+        for k in (-1.96, 1.96):
+            ax.axhline(bias + k * sd, color="#d62728", lw=0.8, ls="--")
+        ax.set(xlabel="mean of predicted and reference (months)",
+               ylabel="predicted − reference (months)",
+               title=f"{name}: limits of agreement ±{1.96 * sd:.1f}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def fig_error_by_age(preds, bin_months, out):
+    plt, fig, axes = _grid(len(preds), width=4.2)
+    for ax, (name, p) in zip(axes, preds.items()):
+        t = _test(p).assign(err=lambda d: (d["pred"] - d["boneage"]).abs(),
+                            age_bin=lambda d: (np.floor(d["boneage"] / bin_months) * bin_months).astype(int))
+        bins = sorted(t["age_bin"].unique())
+        for offset, male, color in ((-0.2, False, "#e377c2"), (0.2, True, "#1f77b4")):
+            data = [t[(t["age_bin"] == b) & (t["male"] == male)]["err"].to_numpy() for b in bins]
+            pos = [i + offset for i, d in enumerate(data) if len(d)]
+            data = [d for d in data if len(d)]
+            if data:
+                bp = ax.boxplot(data, positions=pos, widths=0.35, patch_artist=True, showfliers=False)
+                for box in bp["boxes"]:
+                    box.set_facecolor(color)
+                    box.set_alpha(0.6)
+        ax.set_xticks(range(len(bins)), [f"{b}-{b + int(bin_months)}" for b in bins], rotation=45, fontsize=7)
+        ax.set(xlabel="reference bone age bin (months)", ylabel="absolute error (months)",
+               title=f"{name} (pink: girls, blue: boys)")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def fig_training(histories, out):
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, h in histories.items():
+        a1.plot(h["epoch"], h["train_loss"], label=name)
+        a2.plot(h["epoch"], h["val_mae"], label=name)
+    a1.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    a2.set(xlabel="epoch", ylabel="validation MAE (months)", title="Validation MAE per epoch")
+    a2.set_ylim(0, max(1.0, np.nanpercentile(np.concatenate([h["val_mae"].to_numpy() for h in histories.values()]), 95) * 1.2))
+    a1.set_yscale("log")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def fig_confusion(metrics, thresholds, out):
+    plt, fig, axes = _grid(len(metrics), width=3.2, height=3.0)
+    for ax, (name, m) in zip(axes, metrics.items()):
+        cm = np.array(m["test"]["stage"]["confusion"])
+        ax.imshow(cm, cmap="Blues")
+        for i in range(3):
+            for j in range(3):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+        ax.set_xticks(range(3), STAGES)
+        ax.set_yticks(range(3), STAGES)
+        ax.grid(False)
+        ax.set(xlabel="predicted stage", ylabel="reference stage",
+               title=f"{name}: accuracy {m['test']['stage']['accuracy']:.2f}")
+    fig.suptitle(f"Stages: child < {thresholds[0]:g} ≤ adolescent < {thresholds[1]:g} ≤ adult (months)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _md(df: pd.DataFrame) -> str:
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype.kind == "f":
+            df[c] = df[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}")
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([header, sep, *body]) + "\n"
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}",
+                      border=0, classes="t", na_rep="")
+
+
+def stage_times(benchmark_dir: Path | None) -> pd.DataFrame:
+    rows = []
+    if benchmark_dir and benchmark_dir.is_dir():
+        for f in sorted(benchmark_dir.rglob("*.tsv")):
+            b = pd.read_csv(f, sep="\t")
+            rows.append({"stage": str(f.relative_to(benchmark_dir).with_suffix("")), "seconds": float(b["s"].iloc[-1]),
+                         "max RSS (MB)": float(b["max_rss"].iloc[-1]) if "max_rss" in b else np.nan})
+    return pd.DataFrame(rows, columns=["stage", "seconds", "max RSS (MB)"])
+
+
+PAGE_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0}table.t td,table.t th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
+table.t th{background:#f5f5f5}table.t td:first-child,table.t th:first-child{text-align:left}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+.headline{font-size:1.15em;background:#f3f8fc;border-left:4px solid #3182bd;padding:.6em 1em}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}.note{color:#666;font-size:.85em}
+"""
+
+
+def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] | None,
+        gradcams: dict[str, Path], preprocess_dir: Path, split_dir: Path, dataset_json: Path,
+        out_dir: Path, config: dict, thresholds, bin_months: float, benchmark_dir: Path | None = None) -> None:
+    """``variant_dirs``: name -> (evaluate dir, model dir); ``ensemble``: (evaluate dir, None)."""
+    figs, tabs = out_dir / "figures", out_dir / "tables"
+    figs.mkdir(parents=True, exist_ok=True)
+    tabs.mkdir(parents=True, exist_ok=True)
+    metrics, preds, histories, summaries = {}, {}, {}, {}
+    for name, (eval_dir, model_dir) in variant_dirs.items():
+        metrics[name] = read_json(eval_dir / "metrics.json")
+        preds[name] = pd.read_parquet(eval_dir / "predictions.parquet")
+        histories[name] = pd.read_csv(model_dir / "history.csv")
+        summaries[name] = read_json(model_dir / "train_summary.json")
+    if ensemble is not None:
+        metrics["ensemble"] = read_json(ensemble[0] / "metrics.json")
+        preds["ensemble"] = pd.read_parquet(ensemble[0] / "predictions.parquet")
+
+    fig_comparison(metrics, figs / "variant_comparison.png")
+    fig_pred_vs_true(preds, metrics, figs / "pred_vs_true.png")
+    fig_bland_altman(preds, figs / "bland_altman.png")
+    fig_error_by_age(preds, bin_months, figs / "error_by_age.png")
+    fig_training(histories, figs / "training_curves.png")
+    fig_confusion(metrics, thresholds, figs / "confusion.png")
+    for name, path in gradcams.items():
+        shutil.copyfile(path, figs / f"gradcam_{name}.png")
+    contact = preprocess_dir / "qc" / "contact_sheet.png"
+    if contact.exists():
+        shutil.copyfile(contact, figs / "contact_sheet.png")
+
+    tables = {
+        "metrics_test": metrics_table(metrics, "test"),
+        "metrics_val": metrics_table(metrics, "val"),
+        "stages_test": stage_table(metrics),
+        "age_bins_test": pd.concat([by_age_bin(_test(p), bin_months).assign(model=n) for n, p in preds.items()],
+                                   ignore_index=True)[["model", "age_bin", "sex", "n", "mae", "bias"]],
+        "training": pd.DataFrame([{
+            "model": n, "epochs": s["epochs_run"], "best epoch": s["best_epoch"],
+            "best val MAE": s["best_val_mae"], "train images": s["train_images"], "device": s["device_name"],
+            "training time (s)": s["train_s_total"], "images/s (median)": s["images_per_s_median"],
+        } for n, s in summaries.items()]),
+        "crop_methods": pd.read_csv(preprocess_dir / "qc" / "crop_methods.csv"),
+        "rejects": pd.read_csv(preprocess_dir / "rejects.csv", dtype=str),
+        "split": pd.read_csv(split_dir / "split_summary.csv"),
+        "stage_times": stage_times(benchmark_dir),
+    }
+    for name, df in tables.items():
+        write_table(df, tabs / f"{name}.csv")
+        (tabs / f"{name}.md").write_text(_md(df))
+
+    dataset = read_json(dataset_json)
+    pre = read_json(preprocess_dir / "preprocess_summary.json")
+    best = min((n for n in metrics), key=lambda n: metrics[n]["test"]["mae"])
+    base = metrics[best]["test"]["baseline_mae"]
+    facts = {
+        "data source": dataset["source"], "label file sha256": dataset["labels_sha256"],
+        "image listing sha256": dataset["image_listing_sha256"], "git commit": git_commit(),
+        **{f"version {k}": v for k, v in package_versions().items()},
+    }
+    html_page = _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds)
+    (out_dir / "index.html").write_text(html_page)
+    log.info("report: %s (best test MAE %.2f months, %s)", out_dir / "index.html", metrics[best]["test"]["mae"], best)
+
+
+def _figure(src: str, caption: str) -> str:
+    return f'<figure><img src="{src}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds) -> str:
+    m = metrics[best]["test"]
+    rej = tables["rejects"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Bone age report</title>",
+        f"<style>{PAGE_CSS}</style></head><body>",
+        "<h1>Bone age assessment: evaluation report</h1>",
+        f"<p class='headline'>Best on the held-out test split: <b>{html.escape(best)}</b>, "
+        f"MAE <b>{m['mae']:.2f} months</b> (RMSE {m['rmse']:.2f}, R² {m['r2']:.3f}, n = {m['n']}); "
+        f"always predicting the training mean gives MAE {base:.2f} months.</p>",
+        "<p class='note'>Research use only; not a medical device. Data source: "
+        f"{html.escape(str(facts['data source']))}.</p>",
+        "<h2>Metrics on the test split</h2>", _html_table(tables["metrics_test"]),
+        "<p class='note'>Months. 'MAE without TTA/correction' is the plain prediction before test-time "
+        "augmentation and the validation-fitted bias correction. Stage accuracy uses the thresholds "
+        f"child &lt; {thresholds[0]:g} ≤ adolescent &lt; {thresholds[1]:g} ≤ adult (months).</p>",
+        "<h2>Metrics on the validation split</h2>", _html_table(tables["metrics_val"]),
+        _figure("figures/variant_comparison.png", "Test and validation MAE per variant; the dashed line is the MAE of always predicting the training mean."),
+        _figure("figures/pred_vs_true.png", "Predicted against reference bone age on the test split; points on the black line are exact."),
+        _figure("figures/bland_altman.png", "Bland-Altman: difference against mean of prediction and reference; solid line is the bias, dashed lines the 95 % limits of agreement."),
+        _figure("figures/error_by_age.png", "Absolute error per reference bone-age bin, girls and boys apart (boxes: quartiles; whiskers: 1.5 IQR)."),
+        "<h2>Per age bin and sex (test)</h2>", _html_table(tables["age_bins_test"]),
+        "<h2>Developmental stages (test)</h2>",
+        _figure("figures/confusion.png", "Confusion matrix of developmental stages derived from reference and predicted bone age."),
+        _html_table(tables["stages_test"]),
+        "<h2>Training</h2>", _html_table(tables["training"]),
+        _figure("figures/training_curves.png", "Training loss and validation MAE per epoch."),
+        "<h2>Grad-CAM</h2>",
+    ]
+    for name in gradcams:
+        parts.append(_figure(f"figures/gradcam_{name}.png",
+                             f"Grad-CAM of {name} on test images across ages and both sexes: regions whose "
+                             "features raise the predicted age. Each map is normalised on its own, so "
+                             "colours compare regions within one image only."))
+    parts += [
+        "<h2>Preprocessing QC</h2>",
+        f"<p>{pre['images_written']} images written, {pre['rows_rejected']} rows rejected. "
+        f"Throughput {pre['timing']['images_per_s']} images/s on {pre['timing']['threads']} processes.</p>",
+        _html_table(tables["crop_methods"]),
+        _figure("figures/contact_sheet.png", "Random crops: source with the crop box and winning method (left), model input (right)."),
+        "<h3>Rejected rows and images</h3>",
+        _html_table(rej) if len(rej) else "<p>None.</p>",
+        "<h2>Data split</h2>", _html_table(tables["split"]),
+        "<h2>Run facts</h2>", _html_table(pd.DataFrame({"fact": list(facts), "value": list(map(str, facts.values()))})),
+        "<h3>Time per stage</h3>", _html_table(tables["stage_times"]) if len(tables["stage_times"]) else "<p>No benchmark files.</p>",
+        "<h3>Configuration</h3>", f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", nargs=3, action="append", required=True,
+                        metavar=("NAME", "EVAL_DIR", "MODEL_DIR"))
+    parser.add_argument("--ensemble-dir", default=None)
+    parser.add_argument("--gradcam", nargs=2, action="append", default=[], metavar=("NAME", "PNG"))
+    parser.add_argument("--preprocess-dir", required=True)
+    parser.add_argument("--split-dir", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--benchmark-dir", default=None)
+    parser.add_argument("--config-json", default="{}", help="the run's configuration, shown in the report")
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0))
+    parser.add_argument("--age-bin-months", type=float, default=24)
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    run({v[0]: (Path(v[1]), Path(v[2])) for v in args.variant},
+        (Path(args.ensemble_dir), None) if args.ensemble_dir else None,
+        {g[0]: Path(g[1]) for g in args.gradcam}, Path(args.preprocess_dir), Path(args.split_dir),
+        Path(args.dataset), Path(args.out_dir), json.loads(args.config_json), tuple(args.stage_thresholds),
+        args.age_bin_months, Path(args.benchmark_dir) if args.benchmark_dir else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+# Figures of the report rule; each has a caption workflow/report/<name>.rst.
+REPORT_FIGURES = (
+    "variant_comparison",
+    "pred_vs_true",
+    "bland_altman",
+    "error_by_age",
+    "training_curves",
+    "confusion",
+)
+
+
+rule gradcam:
+    """Grad-CAM panel of one variant on test images across ages and both sexes."""
+    input:
+        model="results/models/{variant}/model.pt",
+        index="results/preprocess/index.parquet",
+        images="results/preprocess/images",
+        split="results/split/split.csv",
+    output:
+        report(
+            "results/report/gradcam/{variant}.png",
+            caption="../report/gradcam.rst",
+            category="4. Grad-CAM",
+            labels={"model": "{variant}"},
+        ),
+    params:
+        n=config["report"]["gradcam_images"],
+    log:
+        "results/logs/gradcam/{variant}.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/boneage.yaml"
+    shell:
+        "{STAGE}.gradcam --model {input.model} --index {input.index} --split {input.split} "
+        "--out {output} --n-images {params.n} --threads {threads} > {log} 2>&1"
+
+
+rule report:
+    """Metrics tables, error plots and the standalone page results/report/index.html."""
+    input:
+        metrics=expand("results/evaluate/{variant}/metrics.json", variant=MODELS),
+        histories=expand("results/models/{variant}/history.csv", variant=MODELS),
+        gradcams=expand("results/report/gradcam/{variant}.png", variant=MODELS),
+        ensemble=["results/evaluate/ensemble/metrics.json"] if ENSEMBLE else [],
+        preprocess="results/preprocess/preprocess_summary.json",
+        split="results/split/split_summary.csv",
+        dataset="results/download/dataset.json",
+    output:
+        html="results/report/index.html",
+        metrics=report(
+            "results/report/tables/metrics_test.csv",
+            caption="../report/metrics.rst",
+            category="3. Evaluation",
+            labels={"table": "test metrics"},
+        ),
+        figures=[
+            report(
+                f"results/report/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="3. Evaluation",
+                labels={"figure": name.replace("_", " ")},
+            )
+            for name in REPORT_FIGURES
+        ],
+    params:
+        variants=" ".join(
+            f"--variant {v} results/evaluate/{v} results/models/{v}" for v in MODELS
+        ),
+        gradcams=" ".join(
+            f"--gradcam {v} results/report/gradcam/{v}.png" for v in MODELS
+        ),
+        ensemble="--ensemble-dir results/evaluate/ensemble" if ENSEMBLE else "",
+        thresholds=stage_thresholds(),
+        age_bin=config["evaluate"]["age_bin_months"],
+        config_json=json.dumps(config, sort_keys=True),
+    log:
+        "results/logs/report/report.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/boneage.yaml"
+    shell:
+        "{STAGE}.report {params.variants} {params.gradcams} {params.ensemble} "
+        "--preprocess-dir results/preprocess --split-dir results/split --dataset {input.dataset} "
+        "--benchmark-dir results/benchmarks --config-json {params.config_json:q} "
+        "--stage-thresholds {params.thresholds} --age-bin-months {params.age_bin} "
+        "--out-dir results/report > {log} 2>&1"

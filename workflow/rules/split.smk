@@ -1,0 +1,32 @@
+rule split:
+    """Seeded train/val/test split stratified by age bin x sex, written as data."""
+    input:
+        "results/preprocess/index.parquet",
+    output:
+        split="results/split/split.csv",
+        summary=report(
+            "results/split/split_summary.csv",
+            caption="../report/split.rst",
+            category="2. Split",
+            labels={"table": "split"},
+        ),
+    params:
+        val=config["split"]["val_fraction"],
+        test=config["split"]["test_fraction"],
+        age_bin=config["split"]["age_bin_months"],
+        seed=config["split"]["seed"],
+        split_file=(
+            f"--split-file {config['split']['file']}" if config["split"]["file"] else ""
+        ),
+    log:
+        "results/logs/split/split.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/boneage.yaml"
+    shell:
+        "{STAGE}.split --index {input} --out {output.split} --val-fraction {params.val} "
+        "--test-fraction {params.test} --age-bin-months {params.age_bin} --seed {params.seed} "
+        "{params.split_file} > {log} 2>&1"
