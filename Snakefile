@@ -23,6 +23,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+localrules:
+    all,
+    train,
+    evaluate,
+
+
 rule all:
     default_target: True
     input:

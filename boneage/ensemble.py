@@ -23,12 +23,11 @@ log = logging.getLogger("boneage.ensemble")
 WEIGHTINGS = ("equal", "inverse_val_mae", "fit")
 
 
-def nnls_weights(X: np.ndarray, y: np.ndarray, iters: int = 2000) -> np.ndarray:
-    """Non-negative weights minimising ||X w - y||^2 (projected gradient), normalised to sum 1."""
-    w = np.full(X.shape[1], 1.0 / X.shape[1])
-    step = 1.0 / (np.linalg.norm(X, 2) ** 2 + 1e-9)
-    for _ in range(iters):
-        w = np.maximum(0.0, w - step * X.T @ (X @ w - y))
+def nnls_weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights minimising ||X w - y||^2, normalised to sum to one."""
+    from scipy.optimize import nnls
+
+    w, _ = nnls(X, y)
     return w / w.sum() if w.sum() > 0 else np.full(X.shape[1], 1.0 / X.shape[1])
 
 

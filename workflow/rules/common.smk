@@ -8,41 +8,35 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 # The stage modules live in the package boneage/ beside the Snakefile; jobs (local or on a
 # cluster node) import it from there, so no install of the package itself is needed.
 REPO = workflow.basedir
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 )
-# Inside a conda env "python" is the env's; otherwise the interpreter running Snakemake.
-PYTHON = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
-)
-STAGE = f"{PYTHON} -m boneage"
+sys.path.insert(0, REPO)
+# Rules call "python -m boneage.<stage>". Inside a conda env that is the env's python; otherwise
+# it must be the interpreter running Snakemake (the project's venv), also when not activated.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    os.environ.update(
+        PATH=os.pathsep.join(
+            (os.path.dirname(sys.executable), os.environ.get("PATH", ""))
+        )
+    )
 
+from boneage.config import ConfigError, model_list, variant_spec
 
-def as_list(value, key):
-    """A list from a YAML list or a comma-separated string (variants=a,b on the command line)."""
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    for name in value:
-        if name not in config["models"]:
-            raise WorkflowError(
-                f"config key '{key}': unknown model '{name}'; defined under 'models': "
-                f"{', '.join(sorted(config['models']))}"
-            )
-    return list(value)
-
-
-VARIANTS = as_list(config["variants"], "variants")
-ENSEMBLE = as_list(config["ensemble"]["variants"], "ensemble.variants")
+try:
+    VARIANTS = model_list(config, "variants")
+    ENSEMBLE = model_list(config, "ensemble.variants")
+except ConfigError as exc:
+    raise WorkflowError(str(exc))
 if len(ENSEMBLE) == 1:
-    raise WorkflowError("config key 'ensemble.variants': an ensemble needs two or more models")
+    raise WorkflowError(
+        "config key 'ensemble.variants': an ensemble needs two or more models"
+    )
 # Every model the report shows: the variants, then ensemble members not among them.
 MODELS = VARIANTS + [m for m in ENSEMBLE if m not in VARIANTS]
 if not MODELS:
@@ -64,19 +58,8 @@ wildcard_constraints:
     variant="|".join(sorted(config["models"], key=len, reverse=True)),
 
 
-def variant_spec(name):
-    """Training settings of a model: top-level epochs and image_size, then `train`, then the model."""
-    model = config["models"][name]
-    spec = {"epochs": config["epochs"], **config["train"]}
-    spec.update({k: v for k, v in model.items() if k != "augment"})
-    spec["augment"] = {**config["train"].get("augment", {}), **model.get("augment", {})}
-    if spec.get("input_size") is None:
-        spec["input_size"] = config["image_size"]
-    return spec
-
-
 def spec_json(wildcards):
-    return json.dumps(variant_spec(wildcards.variant), sort_keys=True)
+    return json.dumps(variant_spec(config, wildcards.variant), sort_keys=True)
 
 
 def local_labels(wildcards):

@@ -12,24 +12,24 @@ rule evaluate_variant:
         predictions="results/evaluate/{variant}/predictions.parquet",
         metrics="results/evaluate/{variant}/metrics.json",
         card="results/models/{variant}/model_card.json",
-    params:
-        tta="--tta" if config["evaluate"]["tta"] else "",
-        bias="--bias-correction" if config["evaluate"]["bias_correction"] else "",
-        thresholds=stage_thresholds(),
-        device=config["device"],
     log:
         "results/logs/evaluate/{variant}.log",
     benchmark:
         "results/benchmarks/evaluate/{variant}.tsv"
+    conda:
+        "../../envs/boneage.yaml"
     threads: 4
     resources:
         mem_mb=8000,
         runtime=30,
         gpu=gpus,
-    conda:
-        "../../envs/boneage.yaml"
+    params:
+        tta="--tta" if config["evaluate"]["tta"] else "",
+        bias="--bias-correction" if config["evaluate"]["bias_correction"] else "",
+        thresholds=stage_thresholds(),
+        device=config["device"],
     shell:
-        "{STAGE}.evaluate --model {input.model} --index {input.index} --split {input.split} "
+        "python -m boneage.evaluate --model {input.model} --index {input.index} --split {input.split} "
         "--out-dir results/evaluate/{wildcards.variant} --model-card {output.card} "
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
         "--train-summary {input.summary} {params.tta} {params.bias} "
@@ -40,11 +40,21 @@ rule evaluate_variant:
 rule ensemble:
     """Weighted mean of the members' predictions, weights chosen on validation."""
     input:
-        predictions=expand("results/evaluate/{variant}/predictions.parquet", variant=ENSEMBLE),
+        predictions=expand(
+            "results/evaluate/{variant}/predictions.parquet", variant=ENSEMBLE
+        ),
         metrics=expand("results/evaluate/{variant}/metrics.json", variant=ENSEMBLE),
     output:
         predictions="results/evaluate/ensemble/predictions.parquet",
         metrics="results/evaluate/ensemble/metrics.json",
+    log:
+        "results/logs/ensemble/ensemble.log",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         members=lambda w, input: " ".join(
             f"--member {name} {p} {m}"
@@ -53,16 +63,8 @@ rule ensemble:
         weighting=config["ensemble"]["weighting"],
         bias="--bias-correction" if config["ensemble"]["bias_correction"] else "",
         thresholds=stage_thresholds(),
-    log:
-        "results/logs/ensemble/ensemble.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/boneage.yaml"
     shell:
-        "{STAGE}.ensemble {params.members} --out-dir results/evaluate/ensemble "
+        "python -m boneage.ensemble {params.members} --out-dir results/evaluate/ensemble "
         "--weighting {params.weighting} {params.bias} --stage-thresholds {params.thresholds} "
         "> {log} 2>&1"
 

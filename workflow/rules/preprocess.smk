@@ -24,6 +24,16 @@ rule preprocess:
             category="1. Preprocessing",
             labels={"figure": "contact sheet"},
         ),
+    log:
+        "results/logs/preprocess/preprocess.log",
+    benchmark:
+        "results/benchmarks/preprocess/preprocess.tsv"
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         image_size=config["image_size"],
         crop_method=config["preprocess"]["crop_method"],
@@ -38,18 +48,8 @@ rule preprocess:
         ),
         max_reject=config["preprocess"]["max_reject_fraction"],
         sheet_n=config["preprocess"]["contact_sheet_images"],
-    log:
-        "results/logs/preprocess/preprocess.log",
-    benchmark:
-        "results/benchmarks/preprocess/preprocess.tsv"
-    threads: 8
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        "../../envs/boneage.yaml"
     shell:
-        "{STAGE}.preprocess --dataset {input} --out-dir results/preprocess "
+        "python -m boneage.preprocess --dataset {input} --out-dir results/preprocess "
         "--image-size {params.image_size} --crop-method {params.crop_method} "
         "--crop-margin {params.crop_margin} {params.markers} {params.hand_model} "
         "--clahe-clip-limit {params.clip} --clahe-tile-grid {params.tiles} "

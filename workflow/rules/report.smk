@@ -23,18 +23,18 @@ rule gradcam:
             category="4. Grad-CAM",
             labels={"model": "{variant}"},
         ),
-    params:
-        n=config["report"]["gradcam_images"],
     log:
         "results/logs/gradcam/{variant}.log",
+    conda:
+        "../../envs/boneage.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../../envs/boneage.yaml"
+    params:
+        n=config["report"]["gradcam_images"],
     shell:
-        "{STAGE}.gradcam --model {input.model} --index {input.index} --split {input.split} "
+        "python -m boneage.gradcam --model {input.model} --index {input.index} --split {input.split} "
         "--out {output} --n-images {params.n} --threads {threads} > {log} 2>&1"
 
 
@@ -65,6 +65,14 @@ rule report:
             )
             for name in REPORT_FIGURES
         ],
+    log:
+        "results/logs/report/report.log",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         variants=" ".join(
             f"--variant {v} results/evaluate/{v} results/models/{v}" for v in MODELS
@@ -76,16 +84,8 @@ rule report:
         thresholds=stage_thresholds(),
         age_bin=config["evaluate"]["age_bin_months"],
         config_json=json.dumps(config, sort_keys=True),
-    log:
-        "results/logs/report/report.log",
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../../envs/boneage.yaml"
     shell:
-        "{STAGE}.report {params.variants} {params.gradcams} {params.ensemble} "
+        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} "
         "--preprocess-dir results/preprocess --split-dir results/split --dataset {input.dataset} "
         "--benchmark-dir results/benchmarks --config-json {params.config_json:q} "
         "--stage-thresholds {params.thresholds} --age-bin-months {params.age_bin} "

@@ -10,23 +10,25 @@ rule split:
             category="2. Split",
             labels={"table": "split"},
         ),
+    log:
+        "results/logs/split/split.log",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         val=config["split"]["val_fraction"],
         test=config["split"]["test_fraction"],
         age_bin=config["split"]["age_bin_months"],
         seed=config["split"]["seed"],
         split_file=(
-            f"--split-file {config['split']['file']}" if config["split"]["file"] else ""
+            f"--split-file {config['split']['file']}"
+            if config["split"]["file"]
+            else ""
         ),
-    log:
-        "results/logs/split/split.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/boneage.yaml"
     shell:
-        "{STAGE}.split --index {input} --out {output.split} --val-fraction {params.val} "
+        "python -m boneage.split --index {input} --out {output.split} --val-fraction {params.val} "
         "--test-fraction {params.test} --age-bin-months {params.age_bin} --seed {params.seed} "
         "{params.split_file} > {log} 2>&1"

@@ -8,22 +8,22 @@ rule train_variant:
         model="results/models/{variant}/model.pt",
         history="results/models/{variant}/history.csv",
         summary="results/models/{variant}/train_summary.json",
-    params:
-        spec=spec_json,
-        device=config["device"],
     log:
         "results/logs/train/{variant}.log",
     benchmark:
         "results/benchmarks/train/{variant}.tsv"
+    conda:
+        "../../envs/boneage.yaml"
     threads: 8
     resources:
         mem_mb=16000,
         runtime=240,
         gpu=gpus,
-    conda:
-        "../../envs/boneage.yaml"
+    params:
+        spec=spec_json,
+        device=config["device"],
     shell:
-        "{STAGE}.train --variant {wildcards.variant} --spec {params.spec:q} "
+        "python -m boneage.train --variant {wildcards.variant} --spec {params.spec:q} "
         "--index {input.index} --split {input.split} --out-dir results/models/{wildcards.variant} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
 

@@ -1,0 +1,38 @@
+"""Reading the validated Snakemake config: model lists and each variant's full training settings.
+
+Pure Python (no third-party imports), so the Snakefile can use it when it builds the DAG.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config value that the schema cannot check (a model name that is not defined, ...)."""
+
+
+def model_list(config: dict, key: str) -> list[str]:
+    """Model names from a YAML list or a comma-separated string (``variants=a,b`` on the CLI)."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    for name in value:
+        if name not in config["models"]:
+            raise ConfigError(f"config key '{key}': unknown model '{name}'; defined under 'models': "
+                              f"{', '.join(sorted(config['models']))}")
+    return list(dict.fromkeys(value))
+
+
+def variant_spec(config: dict, name: str) -> dict:
+    """Training settings of a model: top-level ``epochs``, then ``train``, then the model's own keys.
+
+    ``augment`` merges key by key; ``input_size`` null means the preprocessed ``image_size``.
+    """
+    model = config["models"][name]
+    spec = {"epochs": config["epochs"], **config.get("train", {})}
+    spec.update({k: v for k, v in model.items() if k != "augment"})
+    spec["augment"] = {**config.get("train", {}).get("augment", {}), **model.get("augment", {})}
+    if spec.get("input_size") is None:
+        spec["input_size"] = config["image_size"]
+    return spec

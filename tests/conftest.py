@@ -1,0 +1,78 @@
+"""Shared helpers: paths, small RSNA-layout folders made on the fly, running Snakemake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BONEAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+RAW_SAMPLE = SHARED_DATA / "rsna-raw-sample"
+TRAIN_299 = SHARED_DATA / "rsna-train-299"
+
+
+def needs_shared(path: Path):
+    return pytest.mark.skipif(not path.is_dir(), reason=f"shared data not found at {path}")
+
+
+def write_rsna(root: Path, labels: pd.DataFrame | str, images: dict[str, np.ndarray | bytes]) -> Path:
+    """An RSNA-layout folder: label csv (a frame, or raw csv text) plus images named <id>.<ext>."""
+    (root / "boneage-training-dataset").mkdir(parents=True, exist_ok=True)
+    csv = root / "boneage-training-dataset.csv"
+    if isinstance(labels, str):
+        csv.write_text(labels)
+    else:
+        labels.to_csv(csv, index=False)
+    for name, img in images.items():
+        path = root / "boneage-training-dataset" / name
+        if isinstance(img, bytes):
+            path.write_bytes(img)
+        else:
+            ok, buf = cv2.imencode(Path(name).suffix, img)
+            assert ok
+            path.write_bytes(buf.tobytes())
+    return root
+
+
+def hand_like(seed: int = 0, size=(160, 128)) -> np.ndarray:
+    """A small synthetic radiograph from the demo generator."""
+    from boneage.demo import render
+
+    img = render(120.0, True, np.random.default_rng(seed))
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile with ``workdir`` as working directory (outputs go there)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
+    """Rule names of the jobs a dry run would execute (from its job-stats table)."""
+    text = proc.stdout + proc.stderr
+    rules, in_table = set(), False
+    for line in text.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0].startswith("-"):
+                continue
+            if parts[0] == "total":
+                break
+            rules.add(parts[0])
+    return rules

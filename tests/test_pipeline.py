@@ -1,0 +1,108 @@
+"""The whole DAG through Snakemake on a tiny demo, re-runs after config edits, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO, planned_rules, snakemake, write_rsna
+
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+DOWNSTREAM_OF_TRAIN = {"train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "all"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pipeline")
+    snakemake(workdir, "all", "--cores", "2", "--configfile", SMOKE)
+    return workdir
+
+
+def test_all_outputs_are_there(run_dir):
+    r = run_dir / "results"
+    dataset = json.loads((r / "download" / "dataset.json").read_text())
+    assert dataset["source"] == "demo" and dataset["n_label_rows"] == 48
+    index = pd.read_parquet(r / "preprocess" / "index.parquet")
+    assert len(index) == 48 and (r / "preprocess" / "images").is_dir()
+    assert {"crop_method", "crop_x0", "crop_y1", "landmarks", "source_sha256", "height_before",
+            "height_after"} <= set(index.columns)
+    split = pd.read_csv(r / "split" / "split.csv")
+    assert set(split["subset"]) == {"train", "val", "test"} and len(split) == 48
+    for variant in ("resnet18", "efficientnet_lite0_sex"):
+        metrics = json.loads((r / "evaluate" / variant / "metrics.json").read_text())
+        assert {"mae", "rmse", "r2", "mae_male", "mae_female", "stage"} <= set(metrics["test"])
+        card = json.loads((r / "models" / variant / "model_card.json").read_text())
+        assert card["variant"] == variant and card["output"]["boneage"] == "months"
+        assert card["data"]["split_sha256"] and card["data"]["labels_sha256"] == dataset["labels_sha256"]
+        assert card["versions"]["torch"] and "git_commit" in card and card["metrics"]["test"]["mae"] > 0
+    ensemble = json.loads((r / "evaluate" / "ensemble" / "metrics.json").read_text())
+    assert ensemble["weights"] == {"resnet18": 0.5, "efficientnet_lite0_sex": 0.5}
+    for log in ("download/download.log", "preprocess/preprocess.log", "train/resnet18.log", "report/report.log"):
+        assert (r / "logs" / log).stat().st_size > 0
+
+
+def test_report_names_only_files_that_exist(run_dir):
+    report = run_dir / "results" / "report"
+    page = (report / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) >= 9  # 6 evaluation figures, 2 Grad-CAM panels, the contact sheet
+    for src in images:
+        assert (report / src).is_file(), src
+    for table in ("metrics_test", "metrics_val", "stages_test", "age_bins_test", "training", "crop_methods",
+                  "rejects", "split", "stage_times"):
+        assert (report / "tables" / f"{table}.csv").is_file() and (report / "tables" / f"{table}.md").is_file()
+    assert "MAE" in page and "training mean" in page
+
+
+def test_snakemake_report(run_dir):
+    snakemake(run_dir, "all", "--configfile", SMOKE, "--report", "report.html")
+    html = (run_dir / "report.html").read_text()
+    assert len(html) > 100_000 and "bland_altman" in html
+
+
+def test_nothing_to_do_after_all(run_dir):
+    proc = snakemake(run_dir, "all", "-n", "--configfile", SMOKE)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_epochs_reruns_only_training_and_after(run_dir):
+    rules = planned_rules(snakemake(run_dir, "all", "-n", "--configfile", SMOKE, "--config", "epochs=2"))
+    assert {"train_variant", "evaluate_variant", "report"} <= rules <= DOWNSTREAM_OF_TRAIN
+
+
+def test_changing_a_preprocessing_value_reruns_preprocess_and_after(run_dir, tmp_path):
+    overlay = tmp_path / "clip.yaml"
+    overlay.write_text("preprocess:\n  clahe_clip_limit: 3.0\n")
+    rules = planned_rules(snakemake(run_dir, "all", "-n", "--configfile", SMOKE, str(overlay)))
+    assert {"preprocess", "split"} | DOWNSTREAM_OF_TRAIN <= rules and "download" not in rules
+
+
+def test_changing_an_evaluation_value_reruns_evaluation_and_after(run_dir, tmp_path):
+    overlay = tmp_path / "eval.yaml"
+    overlay.write_text("evaluate:\n  bias_correction: false\n")
+    rules = planned_rules(snakemake(run_dir, "all", "-n", "--configfile", SMOKE, str(overlay)))
+    assert {"evaluate_variant", "ensemble", "report"} <= rules and "train_variant" not in rules
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "epoch=3"], "'epoch' was unexpected"),
+    (["--config", "epochs=abc"], "instance['epochs']"),
+    (["--config", "variants=resnet18,resnet19"], "config key 'variants': unknown model 'resnet19'"),
+    (["--config", "data_source=local"], "config key 'data_dir' is required"),
+    (["--config", "data_source=local", "data_dir=/no/such/folder"], "folder not found: /no/such/folder"),
+])
+def test_bad_config_is_named(tmp_path, args, message):
+    proc = snakemake(tmp_path, "all", "-n", *args, check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+
+
+def test_csv_without_required_columns_is_named(tmp_path):
+    data = write_rsna(tmp_path / "data", "id,age,sex\n1,100,True\n", {})
+    proc = snakemake(tmp_path, "download", "--cores", "1", "--config", "data_source=local",
+                     f"data_dir={data}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"label file {data / 'boneage-training-dataset.csv'} lacks required column(s) ['boneage', 'male']" in out
