@@ -33,3 +33,9 @@ rule all:
     default_target: True
     input:
         "results/report/index.html",
+
+
+onsuccess:
+    if os.path.exists("results/report/summary.txt"):
+        print("Latest report, results/report/summary.txt:")
+        print(open("results/report/summary.txt").read())

@@ -111,10 +111,11 @@ class Canvas:
         cv2.line(self.img, a, b, float(value), thickness, cv2.LINE_AA, 4)
 
 
-def _ray_bones(ray_index: int, m: float, growth: float):
-    """Yield (start, end, width, epiphysis_at) for each bone of a ray; epiphysis_at is 'base'/'head'."""
+def _ray_bones(ray_index: int, m: float, growth: float, spread_deg: float = 0.0):
+    """Yield (start, end, width, epiphysis_at, direction) for each bone of a ray, base to tip;
+    epiphysis_at is 'base' or 'head'. ``spread_deg`` turns the ray away from its usual angle."""
     bx, by, angle, lengths = RAYS[ray_index]
-    a = math.radians(angle)
+    a = math.radians(angle + spread_deg)
     ux, uy = math.sin(a), math.cos(a)
     width = RAY_WIDTHS[ray_index] * (0.75 + 0.25 * growth)
     x, y = bx, by
@@ -136,13 +137,13 @@ def draw_hand(canvas: Canvas, m: float, soft: float, bone: float, rng: np.random
     plate = 0.022 * (1.0 - _smoothstep(0.80, 0.95, m))  # growth-plate gap, closes late
     epi_width = 0.35 + 0.65 * _smoothstep(0.05, 0.65, m)  # epiphysis width relative to the shaft
     epi_on = m > 0.06
-    spread = rng.normal(0, 2.5, size=len(RAYS))
+    spread = rng.normal(0, 2.5, size=len(RAYS))  # fingers spread a little differently each time
 
     # Soft tissue: forearm, palm and fingers as thick strokes.
     canvas.line((0.0, -0.6), (0.0, 0.02), 0.30 * (0.8 + 0.2 * growth), soft)
     canvas.blob(0.0, 0.12 * growth + 0.04, 0.17 * (0.8 + 0.2 * growth), 0.16 * growth, 0, soft)
     for r in range(len(RAYS)):
-        bones = list(_ray_bones(r, m, growth))
+        bones = list(_ray_bones(r, m, growth, spread[r]))
         tip = bones[-1][1]
         canvas.line(bones[0][0], tip, RAY_WIDTHS[r] * 2.4, soft)
 
@@ -163,10 +164,10 @@ def draw_hand(canvas: Canvas, m: float, soft: float, bone: float, rng: np.random
 
     # Metacarpals and phalanges with their epiphyses.
     for r in range(len(RAYS)):
-        for k, (start, end, w, at, (ux, uy)) in enumerate(_ray_bones(r, m, growth)):
+        for start, end, w, at, (ux, uy) in _ray_bones(r, m, growth, spread[r]):
             length = math.hypot(end[0] - start[0], end[1] - start[1])
             h = min(0.25 * length, 0.016 + 0.012 * m)
-            angle = math.degrees(math.atan2(ux, uy)) + spread[r] * 0
+            angle = math.degrees(math.atan2(ux, uy))
             if at == "base":
                 shaft_start = (start[0] + ux * (h + plate), start[1] + uy * (h + plate))
                 canvas.bar(shaft_start, end, w * 1.05, w * 0.9, bone)
@@ -231,6 +232,8 @@ def generate(out_dir: str | Path, n_images: int, seed: int) -> pd.DataFrame:
     """Write ``n_images`` synthetic radiographs plus the label csv in the RSNA layout."""
     out_dir = Path(out_dir)
     (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    for old in (out_dir / IMAGE_DIR).glob("*.png"):  # a smaller set must not keep the old images
+        old.unlink()
     labels = sample_labels(n_images, np.random.default_rng(seed))
     for row in progress(labels.itertuples(), total=len(labels), desc="demo images", unit="img"):
         # One generator per image, derived from the seed and the id: any image can be re-made alone.

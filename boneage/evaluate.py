@@ -22,7 +22,7 @@ import torch
 
 from .data import load_images
 from .files import read_json, setup_logging, sha256_file, write_json, write_table
-from .inference import load_model, predict, resolve_device
+from .inference import load_model, predict, resolve_device, usable_threads
 from .metrics import fit_bias_correction, summarise
 from .provenance import model_card
 
@@ -61,7 +61,7 @@ def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, car
         dataset_json: Path | None, preprocess_json: Path | None, train_summary: Path | None,
         tta: bool, bias_correction: bool, thresholds, device_name: str = "auto", threads: int = 1) -> dict:
     device = resolve_device(device_name)
-    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    torch.set_num_threads(usable_threads(threads))
     model, meta = load_model(model_path, device)
     spec = meta["spec"]
     index = pd.read_parquet(index_path)

@@ -21,7 +21,7 @@ from torch import nn
 from .data import load_images, resize
 from .evaluate import subset_table
 from .files import setup_logging
-from .inference import load_model
+from .inference import load_model, usable_threads
 
 log = logging.getLogger("boneage.gradcam")
 
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
-    torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    torch.set_num_threads(usable_threads(args.threads))
     panel(Path(args.index), Path(args.split), Path(args.model), Path(args.out), args.n_images)
 
 

@@ -23,10 +23,6 @@ from .provenance import git_commit, package_versions
 
 log = logging.getLogger("boneage.report")
 
-FIGURES = ("variant_comparison", "pred_vs_true", "bland_altman", "error_by_age", "training_curves",
-           "confusion")
-
-
 def _plt():
     import matplotlib
 
@@ -291,6 +287,11 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
     }
     html_page = _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds)
     (out_dir / "index.html").write_text(html_page)
+    lines = [f"Test MAE (months) on {metrics[best]['test']['n']} held-out images; always predicting the "
+             f"training mean: {base:.2f}"]
+    lines += [f"  {name:<28} {m['test']['mae']:6.2f}" for name, m in metrics.items()]
+    lines.append(f"Report: {out_dir / 'index.html'}")
+    (out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", out_dir / "index.html", metrics[best]["test"]["mae"], best)
 
 

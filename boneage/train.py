@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import Augment, augment, load_images
-from .files import atomic_path, progress, read_json, setup_logging, sha256_file, write_json, write_table
-from .inference import MODEL_FORMAT, autocast, predict, resolve_device
+from .files import atomic_path, progress, setup_logging, sha256_file, write_json, write_table
+from .inference import MODEL_FORMAT, autocast, predict, resolve_device, usable_threads
 from .models import build_model
 
 log = logging.getLogger("boneage.train")
@@ -222,7 +222,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         decay, no_decay = [], []
-        for name, p in model.named_parameters():
+        for p in model.parameters():  # no weight decay on norms and biases
             (no_decay if p.ndim <= 1 else decay).append(p)
         groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         opt_cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
@@ -362,7 +362,7 @@ def data_hash(index_path: Path, split_path: Path) -> str:
 def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_dir: Path,
         device_name: str = "auto", threads: int = 1) -> dict:
     device = resolve_device(device_name)
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(usable_threads(threads))
     index = pd.read_parquet(index_path)
     split = pd.read_csv(split_path, dtype={"id": str})
     root = index_path.parent

@@ -50,6 +50,7 @@ rule report:
         dataset="results/download/dataset.json",
     output:
         html="results/report/index.html",
+        summary="results/report/summary.txt",
         metrics=report(
             "results/report/tables/metrics_test.csv",
             caption="../report/metrics.rst",
