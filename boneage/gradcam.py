@@ -91,7 +91,7 @@ def panel(index_path: Path, split_path: Path, model_path: Path, out: Path, n_ima
     grey, maps, months = cam_maps(model, meta, images, male)
 
     n_rows = int(np.ceil(len(rows) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 2.3, n_rows * 2.6), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 2.3, n_rows * 2.9), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, row in enumerate(rows.itertuples()):
@@ -102,7 +102,7 @@ def panel(index_path: Path, split_path: Path, model_path: Path, out: Path, n_ima
         ax.set_title(f"{'boy' if row.male else 'girl'}: true {row.boneage:.0f} mo\n"
                      f"predicted {months[k]:.0f} mo", fontsize=8)
     fig.suptitle(f"Grad-CAM, {meta['variant']} (test images; each map normalised on its own)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)

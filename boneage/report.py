@@ -40,7 +40,13 @@ def _grid(n: int, width: float = 3.4, height: float = 3.2):
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
-    return plt, fig, axes.flat
+    return fig, axes.flat
+
+
+def _save(fig, out: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(out)
+    _plt().close(fig)
 
 
 def metrics_table(metrics: dict[str, dict], subset: str) -> pd.DataFrame:
@@ -89,13 +95,11 @@ def fig_comparison(metrics, out):
     ax.set_ylabel("mean absolute error (months)")
     ax.set_title("Variants compared (lower is better)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def fig_pred_vs_true(preds, metrics, out):
-    plt, fig, axes = _grid(len(preds))
+    fig, axes = _grid(len(preds))
     for ax, (name, p) in zip(axes, preds.items()):
         t = _test(p)
         for male, color, label in ((False, "#e377c2", "girls"), (True, "#1f77b4", "boys")):
@@ -104,15 +108,13 @@ def fig_pred_vs_true(preds, metrics, out):
         ax.plot([0, 240], [0, 240], color="k", lw=0.8, label="identity")
         ax.set(xlim=(0, 240), ylim=(0, 240), xlabel="reference bone age (months)",
                ylabel="predicted bone age (months)",
-               title=f"{name}: MAE {metrics[name]['test']['mae']:.1f}, R² {metrics[name]['test']['r2']:.3f}")
+               title=f"{name}\nMAE {metrics[name]['test']['mae']:.1f}, R² {metrics[name]['test']['r2']:.3f}")
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def fig_bland_altman(preds, out):
-    plt, fig, axes = _grid(len(preds))
+    fig, axes = _grid(len(preds))
     for ax, (name, p) in zip(axes, preds.items()):
         t = _test(p)
         mean = (t["pred"] + t["boneage"]) / 2
@@ -124,15 +126,13 @@ def fig_bland_altman(preds, out):
             ax.axhline(bias + k * sd, color="#d62728", lw=0.8, ls="--")
         ax.set(xlabel="mean of predicted and reference (months)",
                ylabel="predicted − reference (months)",
-               title=f"{name}: limits of agreement ±{1.96 * sd:.1f}")
+               title=f"{name}\nlimits of agreement ±{1.96 * sd:.1f}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def fig_error_by_age(preds, bin_months, out):
-    plt, fig, axes = _grid(len(preds), width=4.2)
+    fig, axes = _grid(len(preds), width=4.2)
     for ax, (name, p) in zip(axes, preds.items()):
         t = _test(p).assign(err=lambda d: (d["pred"] - d["boneage"]).abs(),
                             age_bin=lambda d: (np.floor(d["boneage"] / bin_months) * bin_months).astype(int))
@@ -149,9 +149,7 @@ def fig_error_by_age(preds, bin_months, out):
         ax.set_xticks(range(len(bins)), [f"{b}-{b + int(bin_months)}" for b in bins], rotation=45, fontsize=7)
         ax.set(xlabel="reference bone age bin (months)", ylabel="absolute error (months)",
                title=f"{name} (pink: girls, blue: boys)")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def fig_training(histories, out):
@@ -165,13 +163,11 @@ def fig_training(histories, out):
     a2.set_ylim(0, max(1.0, np.nanpercentile(np.concatenate([h["val_mae"].to_numpy() for h in histories.values()]), 95) * 1.2))
     a1.set_yscale("log")
     a2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def fig_confusion(metrics, thresholds, out):
-    plt, fig, axes = _grid(len(metrics), width=3.2, height=3.0)
+    fig, axes = _grid(len(metrics), width=3.2, height=3.0)
     for ax, (name, m) in zip(axes, metrics.items()):
         cm = np.array(m["test"]["stage"]["confusion"])
         ax.imshow(cm, cmap="Blues")
@@ -185,9 +181,7 @@ def fig_confusion(metrics, thresholds, out):
         ax.set(xlabel="predicted stage", ylabel="reference stage",
                title=f"{name}: accuracy {m['test']['stage']['accuracy']:.2f}")
     fig.suptitle(f"Stages: child < {thresholds[0]:g} ≤ adolescent < {thresholds[1]:g} ≤ adult (months)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def _md(df: pd.DataFrame) -> str:
