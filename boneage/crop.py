@@ -113,16 +113,44 @@ def find_markers(img: np.ndarray, max_area_fraction: float = 0.02) -> np.ndarray
 
 
 def remove_markers(img: np.ndarray) -> tuple[np.ndarray, int]:
-    """Paint markers with the surrounding background grey; returns the image and the blob count."""
+    """Paint markers out with the surrounding background grey; returns the image and marker count.
+
+    The letters of one marker (side letter, initials) are grouped, and the group's box, widened to
+    take in the plastic holder around the lead letters, is filled with the grey just outside it.
+    Where the surroundings are mostly brighter than the image's Otsu threshold the blob lies on a
+    bright field or beside anatomy: then only its own pixels are painted, and a blob that touches the
+    image edge there (a saturated forearm cut by the film edge) is left alone.
+    """
     mask = find_markers(img)
     if not mask.any():
         return img, 0
-    n = cv2.connectedComponents(mask.astype(np.uint8))[0] - 1
-    ring = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~mask
-    fill = int(np.median(img[ring])) if ring.any() else int(np.median(img))
+    k = max(3, round(max(img.shape) / 40)) | 1
+    groups = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(groups, connectivity=8)
     out = img.copy()
-    out[mask] = fill
-    return out, n
+    h, w = img.shape[:2]
+    tissue, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    painted = 0
+    for i in range(1, n):
+        x, y, bw, bh, _ = stats[i]
+        pad = max(2, round(0.15 * max(bw, bh)))
+        x0, y0, x1, y1 = _clip_box(x - pad, y - pad, x + bw + pad, y + bh + pad, w, h)
+        fx0, fy0, fx1, fy1 = _clip_box(x0 - 4, y0 - 4, x1 + 4, y1 + 4, w, h)
+        frame = np.ones((fy1 - fy0, fx1 - fx0), bool)
+        frame[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0] = False
+        surround = img[fy0:fy1, fx0:fx1][frame]
+        if not surround.size:
+            continue
+        fill = int(np.median(surround))
+        if np.mean(surround > tissue) <= 0.3:
+            out[y0:y1, x0:x1] = fill
+        elif x > 0 and y > 0 and x + bw < w and y + bh < h:
+            box = out[y0:y1, x0:x1]
+            box[mask[y0:y1, x0:x1]] = fill
+        else:
+            continue
+        painted += 1
+    return out, painted
 
 
 def _area(box) -> int:
