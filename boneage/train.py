@@ -260,7 +260,6 @@ class Trainer:
 
         step_model = torch.compile(model) if spec.compile else model
         on_device = train.images.device.type == device.type
-        val_images = val.images
         patience_left = spec.patience
 
         bar = progress(range(start_epoch, spec.epochs), total=spec.epochs - start_epoch,
@@ -301,7 +300,7 @@ class Trainer:
                 torch.cuda.synchronize(device)
             train_s = time.perf_counter() - t0
             eval_model = ema.module if ema is not None else model
-            val_pred = predict(eval_model, val_images, val.male, spec.input_size, self.target_mean,
+            val_pred = predict(eval_model, val.images, val.male, spec.input_size, self.target_mean,
                                self.target_std, device)
             val_mae = float(np.abs(val_pred - val.boneage.cpu().numpy()).mean())
             row = {
