@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
-from boneage.crop import (HandCropper, HandModelError, check_hand_model, classical_box, find_markers,
-                          packaged_hand_model, remove_markers)
+from boneage.crop import (
+    HandCropper,
+    HandModelError,
+    check_hand_model,
+    classical_box,
+    packaged_hand_model,
+    remove_markers,
+)
+from boneage.demo import render
 
-from .conftest import RAW_SAMPLE, needs_shared
+from .conftest import RAW_SAMPLE, TRAIN_299, needs_shared
+
+# the hand on each raw sample film, read by eye (see the file's header)
+RAW_HANDS = Path(__file__).parent / "data" / "raw_sample_hands.csv"
+
+
+def _area(box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / (_area(a) + _area(b) - ix * iy)
 
 
 def test_packaged_model_passes_and_a_changed_copy_fails(tmp_path):
@@ -29,11 +51,9 @@ def test_packaged_model_passes_and_a_changed_copy_fails(tmp_path):
 
 
 def test_classical_crop_keeps_the_hand_and_drops_the_marker():
-    from boneage.demo import render
-
     img = render(150.0, False, np.random.default_rng(3))
-    markers = find_markers(img)
-    assert markers.any(), "the demo marker should be found"
+    markers = img >= 200  # the demo's lead letters are drawn at 230-250, its bones below 190
+    assert markers.any()
     x0, y0, x1, y1 = classical_box(img, margin=0.05)
     inside = np.zeros(img.shape, bool)
     inside[y0:y1, x0:x1] = True
@@ -42,6 +62,61 @@ def test_classical_crop_keeps_the_hand_and_drops_the_marker():
     assert (x1 - x0) * (y1 - y0) < 0.8 * img.size  # and much of the background goes
     cleaned, n = remove_markers(img)
     assert n >= 1 and cleaned[markers].max() < 150
+
+
+def test_a_film_edge_touching_the_fingers_does_not_stretch_the_crop():
+    img = render(120.0, True, np.random.default_rng(5))
+    clean = classical_box(img, margin=0.0)
+    h, w = img.shape
+    # bright cassette edges: a line through the fingertips and two along the sides, joined to it
+    framed = img.copy()
+    cv2.line(framed, (0, clean[1] + 3), (w - 1, clean[1] + 3), 235, 3)
+    cv2.line(framed, (2, 0), (2, h - 1), 235, 3)
+    cv2.line(framed, (w - 3, 0), (w - 3, h - 1), 235, 3)
+    assert _iou(classical_box(framed, margin=0.0), clean) > 0.9
+
+
+def test_a_dim_hand_in_a_collimated_field_is_cropped_to_the_hand():
+    img = render(150.0, False, np.random.default_rng(8))
+    clean = classical_box(img, margin=0.0)
+    # the same film under-exposed (contrast / 4) inside a grey collimated field on a dark film
+    h, w = img.shape
+    field = (slice(h // 12, h - h // 12), slice(w // 12, w - w // 12))
+    dim = np.full(img.shape, 20, np.float32)
+    dim[field] = 70 + (img[field] - np.median(img[:20, :20])) / 4
+    dim = np.clip(dim + np.random.default_rng(0).normal(0, 2, dim.shape), 0, 255).astype(np.uint8)
+    box = classical_box(dim, margin=0.0)
+    assert _iou(box, clean) > 0.75  # the hand, down to where the field cuts the forearm
+    assert _area(box) < 0.6 * dim.size  # not the whole field
+
+
+@needs_shared(TRAIN_299)
+def test_saturated_bone_is_never_painted_over():
+    # a high-contrast film whose carpals and distal radius reach the marker's grey level
+    img = cv2.imread(str(TRAIN_299 / "boneage-training-dataset" / "11358.webp"), cv2.IMREAD_GRAYSCALE)
+    cleaned, _ = remove_markers(img)
+    changed = cleaned != img
+    assert img[215:245, 42:65].max() > 200 and cleaned[215:245, 42:65].max() < 100  # "L DNN" goes
+    assert not changed[:, 80:270].any()  # the hand, fingertips to forearm, stays as it was
+    box = classical_box(img, margin=0.05)
+    assert box[3] == img.shape[0]  # the wrist and forearm stay in the crop
+
+
+@needs_shared(RAW_SAMPLE)
+@pytest.mark.parametrize("method", ["auto", "classical"])
+def test_every_raw_film_keeps_the_whole_hand_and_drops_the_background(method):
+    hands = pd.read_csv(RAW_HANDS, comment="#", dtype={"id": str})
+    assert len(hands) == 20
+    with HandCropper(method) as cropper:
+        for row in hands.itertuples():
+            img = cv2.imread(str(RAW_SAMPLE / "boneage-training-dataset" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
+            h, w = img.shape
+            hand = (row.x0 * w / 100, row.y0 * h / 100, row.x1 * w / 100, row.y1 * h / 100)
+            crop = cropper(img)
+            x0, y0, x1, y1 = crop.box
+            assert x0 <= hand[0] and y0 <= hand[1] and x1 >= hand[2] and y1 >= hand[3], (
+                f"{row.id}: {crop} cuts into the hand at {hand}")
+            assert _area(crop.box) <= 2.0 * _area(hand), f"{row.id}: {crop} keeps too much background"
 
 
 @needs_shared(RAW_SAMPLE)
