@@ -1,9 +1,10 @@
 """Hand crop: MediaPipe HandLandmarker first, a classical crop when it finds no hand.
 
 MediaPipe is trained on photographs, so each radiograph is shown to it in up to four renderings
-(as is, contrast-equalised, inverted, both) and the first that yields a hand wins. The landmark box
-is widened towards the forearm, since the distal radius and ulna (the most informative growth
-plates) lie beyond MediaPipe's wrist point.
+(as is, contrast-equalised, inverted, both) and the first hand that thresholding agrees with wins
+(MediaPipe can take the thumb alone for a hand on an X-ray). The landmark box is widened towards the
+forearm, since the distal radius and ulna (the most informative growth plates) lie beyond
+MediaPipe's wrist point, and to hold all of the thresholded hand, since its tips are often short.
 
 The classical fallback works on a copy with a long side of 512 px: Otsu after CLAHE, film edges and
 cassette lines dropped, side markers and labels left out, the large components kept. Where that
@@ -52,6 +53,10 @@ HOLDER_PAD = 0.15
 HOLDER_REACH = 0.8
 # The largest holder to paint whole, as a share of the image (a holder beside a tight crop: ~6 %).
 HOLDER_MAX_AREA = 0.12
+# The crop reaches this many palm lengths beyond MediaPipe's wrist point, down the forearm.
+FOREARM_PALMS = 0.75
+# Share of the thresholded hand (fingers' side) a MediaPipe box must hold to be believed.
+MEDIAPIPE_COVERAGE = 0.9
 
 
 class HandModelError(RuntimeError):
@@ -385,9 +390,9 @@ def remove_markers(img: np.ndarray) -> tuple[np.ndarray, int]:
     return out, len(boxes)
 
 
-def classical_box(img: np.ndarray, margin: float) -> tuple[int, int, int, int] | None:
+def classical_box(img: np.ndarray, margin: float, analysis: _Analysis | None = None):
     """Box around the hand by thresholding, or None when nothing plausible is found."""
-    found = _Analysis(img)
+    found = analysis or _Analysis(img)
     if found.hand is None or _area(found.hand[0]) < 0.05 * found.work.size:
         return None
     x0, y0, x1, y1 = found.hand[0]
@@ -397,22 +402,59 @@ def classical_box(img: np.ndarray, margin: float) -> tuple[int, int, int, int] |
     return _clip_box((x0 - mx) / s, (y0 - my) / s, (x1 + mx) / s, (y1 + my) / s, w, h)
 
 
-def landmark_box(points: np.ndarray, width: int, height: int, margin: float):
-    """Box around 21 hand landmarks (pixels), widened towards the forearm to take in the wrist.
+def _forearm_point(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the crop should reach down the forearm, and the unit vector pointing away from it
+    towards the fingers.
 
     Landmark 0 is the wrist crease and 9 the middle finger's knuckle; the distal radius and ulna lie
-    about half a palm length beyond the wrist, away from the knuckles.
+    about half a palm length beyond the wrist, away from the knuckles: the point is taken
+    ``FOREARM_PALMS`` palm lengths beyond it.
     """
     wrist, knuckle = points[0], points[9]
-    palm = np.linalg.norm(wrist - knuckle)
-    direction = (wrist - knuckle) / max(palm, 1e-6)
-    forearm = wrist + direction * 0.75 * palm
+    palm = float(np.linalg.norm(knuckle - wrist))
+    up = (knuckle - wrist) / max(palm, 1e-6)
+    return wrist - up * FOREARM_PALMS * palm, up
+
+
+def landmark_box(points: np.ndarray, width: int, height: int, margin: float):
+    """Box around 21 hand landmarks (pixels), widened towards the forearm to take in the wrist."""
+    forearm, _ = _forearm_point(points)
     pts = np.vstack([points, forearm])
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     pad = 0.10 + margin
     mx, my = pad * (x1 - x0), pad * (y1 - y0)
     return _clip_box(x0 - mx, y0 - my, x1 + mx, y1 + my, width, height)
+
+
+def check_landmark_box(analysis: _Analysis, box, points: np.ndarray, margin: float, shape):
+    """A MediaPipe box checked against the hand that thresholding sees, or None to reject it.
+
+    MediaPipe, trained on photographs, sometimes takes the thumb alone or the palm for a whole hand
+    on a radiograph, with confident landmarks, and its thumb and finger tips are often a little
+    short. Of the thresholded hand on the fingers' side of the landmarks' forearm point (the
+    forearm beyond it is left out on purpose), the box must hold ``MEDIAPIPE_COVERAGE``, and it is
+    then widened to hold all of it, with ``margin``, within an image of ``shape`` (h, w). Where
+    thresholding finds no hand, the box stands as it is.
+    """
+    if analysis.hand is None:
+        return box
+    ys, xs = np.nonzero(analysis.hand[2])
+    s = analysis.scale
+    forearm, up = _forearm_point(points * s)
+    distal = (xs - forearm[0]) * up[0] + (ys - forearm[1]) * up[1] >= 0
+    if not distal.any():
+        return box
+    xs, ys = xs[distal], ys[distal]
+    x0, y0, x1, y1 = (v * s for v in box)
+    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    if inside.mean() < MEDIAPIPE_COVERAGE:
+        return None
+    hx0, hy0, hx1, hy1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    mx, my = margin * (hx1 - hx0), margin * (hy1 - hy0)
+    h, w = shape[:2]
+    return _clip_box(min(x0, hx0 - mx) / s, min(y0, hy0 - my) / s,
+                     max(x1, hx1 + mx) / s, max(y1, hy1 + my) / s, w, h)
 
 
 class HandCropper:
@@ -460,7 +502,8 @@ class HandCropper:
             work = 255 - work
         return work
 
-    def mediapipe_crop(self, img: np.ndarray) -> Crop | None:
+    def mediapipe_hands(self, img: np.ndarray):
+        """MediaPipe's hand in each rendering where it finds one: (Crop, 21 landmarks in pixels)."""
         import mediapipe as mp
 
         work, scale = _resize_long_side(img, MEDIAPIPE_WORK_SIDE)
@@ -472,21 +515,23 @@ class HandCropper:
                 continue
             marks = result.hand_landmarks[0]
             pts = np.array([(p.x * work.shape[1], p.y * work.shape[0]) for p in marks]) / scale
-            box = landmark_box(pts, w, h, self.margin)
-            if (box[2] - box[0]) * (box[3] - box[1]) >= 0.05 * w * h:
-                return Crop(box, f"mediapipe:{name}", len(marks))
-        return None
+            yield Crop(landmark_box(pts, w, h, self.margin), f"mediapipe:{name}", len(marks)), pts
 
     def __call__(self, img: np.ndarray) -> Crop:
         h, w = img.shape[:2]
         if self.method == "none":
             return Crop((0, 0, w, h), "full")
+        analysis = None  # the classical analysis, made once and only when needed
         if self._landmarker is not None:
-            found = self.mediapipe_crop(img)
-            if found is not None:
-                return found
+            for crop, points in self.mediapipe_hands(img):
+                if _area(crop.box) < 0.05 * w * h:
+                    continue
+                analysis = analysis or _Analysis(img)
+                box = check_landmark_box(analysis, crop.box, points, self.margin, img.shape)
+                if box is not None:
+                    return Crop(box, crop.method, crop.landmarks)
         if self.method in ("auto", "classical"):
-            box = classical_box(img, self.margin)
+            box = classical_box(img, self.margin, analysis)
             if box is not None:
                 return Crop(box, "classical")
         return Crop((0, 0, w, h), "full")

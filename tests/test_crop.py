@@ -102,21 +102,36 @@ def test_saturated_bone_is_never_painted_over():
     assert box[3] == img.shape[0]  # the wrist and forearm stay in the crop
 
 
+def _crops_against_annotations(folder: Path, annotations: Path, method: str):
+    """(id, crop, hand box in pixels) for every film annotated in ``annotations``."""
+    hands = pd.read_csv(annotations, comment="#", dtype={"id": str})
+    with HandCropper(method) as cropper:
+        for row in hands.itertuples():
+            img = cv2.imread(str(next(folder.glob(f"{row.id}.*"))), cv2.IMREAD_GRAYSCALE)
+            h, w = img.shape
+            yield row.id, cropper(img), (row.x0 * w / 100, row.y0 * h / 100, row.x1 * w / 100, row.y1 * h / 100)
+
+
+def _holds(box, hand) -> bool:
+    return box[0] <= hand[0] and box[1] <= hand[1] and box[2] >= hand[2] and box[3] >= hand[3]
+
+
 @needs_shared(RAW_SAMPLE)
 @pytest.mark.parametrize("method", ["auto", "classical"])
 def test_every_raw_film_keeps_the_whole_hand_and_drops_the_background(method):
-    hands = pd.read_csv(RAW_HANDS, comment="#", dtype={"id": str})
-    assert len(hands) == 20
-    with HandCropper(method) as cropper:
-        for row in hands.itertuples():
-            img = cv2.imread(str(RAW_SAMPLE / "boneage-training-dataset" / f"{row.id}.png"), cv2.IMREAD_GRAYSCALE)
-            h, w = img.shape
-            hand = (row.x0 * w / 100, row.y0 * h / 100, row.x1 * w / 100, row.y1 * h / 100)
-            crop = cropper(img)
-            x0, y0, x1, y1 = crop.box
-            assert x0 <= hand[0] and y0 <= hand[1] and x1 >= hand[2] and y1 >= hand[3], (
-                f"{row.id}: {crop} cuts into the hand at {hand}")
-            assert _area(crop.box) <= 2.0 * _area(hand), f"{row.id}: {crop} keeps too much background"
+    crops = list(_crops_against_annotations(RAW_SAMPLE / "boneage-training-dataset", RAW_HANDS, method))
+    assert len(crops) == 20
+    for name, crop, hand in crops:
+        assert _holds(crop.box, hand), f"{name}: {crop} cuts into the hand at {hand}"
+        assert _area(crop.box) <= 2.0 * _area(hand), f"{name}: {crop} keeps too much background"
+
+
+@needs_shared(TRAIN_299)
+def test_a_mediapipe_hand_that_is_only_the_thumb_is_not_believed():
+    # on these films MediaPipe's landmarks cover the thumb alone, or the hand without the thumb tip
+    hands = Path(__file__).parent / "data" / "train299_hands.csv"
+    for name, crop, hand in _crops_against_annotations(TRAIN_299 / "boneage-training-dataset", hands, "auto"):
+        assert _holds(crop.box, hand), f"{name}: {crop} cuts into the hand at {hand}"
 
 
 @needs_shared(RAW_SAMPLE)
