@@ -7,9 +7,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
+from bench.crop_quality import crops_against_hands
 from boneage.crop import (
     HandCropper,
     HandModelError,
@@ -22,8 +22,9 @@ from boneage.demo import render
 
 from .conftest import RAW_SAMPLE, TRAIN_299, needs_shared
 
-# the hand on each raw sample film, read by eye (see the file's header)
+# where the hand lies on each raw sample film and on three 299 px films, read by eye (see the headers)
 RAW_HANDS = Path(__file__).parent / "data" / "raw_sample_hands.csv"
+TRAIN_299_HANDS = Path(__file__).parent / "data" / "train299_hands.csv"
 
 
 def _area(box) -> float:
@@ -102,36 +103,22 @@ def test_saturated_bone_is_never_painted_over():
     assert box[3] == img.shape[0]  # the wrist and forearm stay in the crop
 
 
-def _crops_against_annotations(folder: Path, annotations: Path, method: str):
-    """(id, crop, hand box in pixels) for every film annotated in ``annotations``."""
-    hands = pd.read_csv(annotations, comment="#", dtype={"id": str})
-    with HandCropper(method) as cropper:
-        for row in hands.itertuples():
-            img = cv2.imread(str(next(folder.glob(f"{row.id}.*"))), cv2.IMREAD_GRAYSCALE)
-            h, w = img.shape
-            yield row.id, cropper(img), (row.x0 * w / 100, row.y0 * h / 100, row.x1 * w / 100, row.y1 * h / 100)
-
-
-def _holds(box, hand) -> bool:
-    return box[0] <= hand[0] and box[1] <= hand[1] and box[2] >= hand[2] and box[3] >= hand[3]
-
-
 @needs_shared(RAW_SAMPLE)
 @pytest.mark.parametrize("method", ["auto", "classical"])
 def test_every_raw_film_keeps_the_whole_hand_and_drops_the_background(method):
-    crops = list(_crops_against_annotations(RAW_SAMPLE / "boneage-training-dataset", RAW_HANDS, method))
+    crops = crops_against_hands(RAW_SAMPLE / "boneage-training-dataset", RAW_HANDS, method)
     assert len(crops) == 20
-    for name, crop, hand in crops:
-        assert _holds(crop.box, hand), f"{name}: {crop} cuts into the hand at {hand}"
-        assert _area(crop.box) <= 2.0 * _area(hand), f"{name}: {crop} keeps too much background"
+    for row in crops.itertuples():
+        assert row.holds_hand, f"{row.id}: crop {row.box} ({row.method}) cuts into the hand at {row.hand}"
+        assert row.area_over_hand <= 2.0, f"{row.id}: crop {row.box} keeps too much background"
 
 
 @needs_shared(TRAIN_299)
 def test_a_mediapipe_hand_that_is_only_the_thumb_is_not_believed():
     # on these films MediaPipe's landmarks cover the thumb alone, or the hand without the thumb tip
-    hands = Path(__file__).parent / "data" / "train299_hands.csv"
-    for name, crop, hand in _crops_against_annotations(TRAIN_299 / "boneage-training-dataset", hands, "auto"):
-        assert _holds(crop.box, hand), f"{name}: {crop} cuts into the hand at {hand}"
+    crops = crops_against_hands(TRAIN_299 / "boneage-training-dataset", TRAIN_299_HANDS, "auto")
+    for row in crops.itertuples():
+        assert row.holds_hand, f"{row.id}: crop {row.box} ({row.method}) cuts into the hand at {row.hand}"
 
 
 @needs_shared(RAW_SAMPLE)
