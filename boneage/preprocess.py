@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .crop import HandCropper, remove_markers
+from .crop import CROP_METHODS, RENDERINGS, HandCropper, remove_markers
 from .files import progress, read_json, setup_logging, sha256_bytes, write_json, write_table
 from .images import ImageError, check_usable, find_image, read_grey, to_uint8
 from .ingest import REJECT_COLUMNS, read_labels
@@ -41,6 +41,7 @@ class Settings:
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: int = 8
     hand_model: str | None = None
+    mediapipe_renderings: tuple[str, ...] = RENDERINGS
 
 
 class RejectedShareError(RuntimeError):
@@ -120,7 +121,8 @@ def _init_worker(settings: Settings, out_dir: str) -> None:
     cv2.setNumThreads(1)
     _worker["settings"] = settings
     _worker["out_dir"] = Path(out_dir)
-    _worker["cropper"] = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model)
+    _worker["cropper"] = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
+                                     settings.mediapipe_renderings)
 
 
 def _work(task: tuple[str, str | None]) -> dict:
@@ -282,8 +284,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", required=True, help="dataset.json from the download stage")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--image-size", type=int, default=Settings.image_size)
-    parser.add_argument("--crop-method", default=Settings.crop_method,
-                        choices=["auto", "mediapipe", "classical", "none"])
+    parser.add_argument("--crop-method", default=Settings.crop_method, choices=CROP_METHODS)
+    parser.add_argument("--mediapipe-renderings", nargs="+", default=list(RENDERINGS), choices=RENDERINGS,
+                        help="how images are shown to MediaPipe, in the order tried")
     parser.add_argument("--crop-margin", type=float, default=Settings.crop_margin)
     parser.add_argument("--keep-markers", action="store_true", help="do not paint out side markers")
     parser.add_argument("--clahe-clip-limit", type=float, default=Settings.clahe_clip_limit)
@@ -295,7 +298,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     settings = Settings(args.image_size, args.crop_method, args.crop_margin, not args.keep_markers,
-                        args.clahe_clip_limit, args.clahe_tile_grid, args.hand_model)
+                        args.clahe_clip_limit, args.clahe_tile_grid, args.hand_model,
+                        tuple(args.mediapipe_renderings))
     try:
         run(Path(args.dataset), Path(args.out_dir), settings, args.threads,
             args.max_reject_fraction, args.contact_sheet_n)

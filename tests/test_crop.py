@@ -130,6 +130,11 @@ def test_mediapipe_finds_a_hand_on_a_real_radiograph():
     x0, y0, x1, y1 = crop.box
     assert 0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0]
     assert (x1 - x0) * (y1 - y0) < 0.9 * img.size
+    # only the renderings asked for are tried, in that order
+    with HandCropper("auto", renderings=("clahe",)) as cropper:
+        assert cropper(img).method == "mediapipe:clahe"
+    with pytest.raises(ValueError, match="clahe_inverted"):
+        HandCropper("auto", renderings=("negative",))
 
 
 def test_no_hand_falls_back_and_says_so():

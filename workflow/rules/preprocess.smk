@@ -38,6 +38,7 @@ rule preprocess:
         image_size=config["image_size"],
         crop_method=config["preprocess"]["crop_method"],
         crop_margin=config["preprocess"]["crop_margin"],
+        renderings=" ".join(config["preprocess"]["mediapipe_renderings"]),
         markers="" if config["preprocess"]["remove_markers"] else "--keep-markers",
         clip=config["preprocess"]["clahe_clip_limit"],
         tiles=config["preprocess"]["clahe_tile_grid"],
@@ -51,7 +52,8 @@ rule preprocess:
     shell:
         "python -m boneage.preprocess --dataset {input} --out-dir results/preprocess "
         "--image-size {params.image_size} --crop-method {params.crop_method} "
-        "--crop-margin {params.crop_margin} {params.markers} {params.hand_model} "
+        "--crop-margin {params.crop_margin} --mediapipe-renderings {params.renderings} "
+        "{params.markers} {params.hand_model} "
         "--clahe-clip-limit {params.clip} --clahe-tile-grid {params.tiles} "
         "--max-reject-fraction {params.max_reject} --contact-sheet-n {params.sheet_n} "
         "--threads {threads} > {log} 2>&1"
