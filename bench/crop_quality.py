@@ -31,7 +31,8 @@ def _area(box) -> float:
 
 def crops_against_hands(image_dir: Path, hands_csv: Path, method: str = "auto") -> pd.DataFrame:
     """One row per annotated image: crop method and box, the hand's box in pixels, whether the crop
-    holds it, crop area over hand area, and the markers painted inside the crop."""
+    holds it, crop area over hand area, the markers painted inside the crop and the MediaPipe hands
+    refused on the way."""
     hands = pd.read_csv(hands_csv, comment="#", dtype={"id": str})
     rows = []
     with HandCropper(method) as cropper:
@@ -49,7 +50,7 @@ def crops_against_hands(image_dir: Path, hands_csv: Path, method: str = "auto") 
                 "id": row.id, "method": crop.method, "box": crop.box, "hand": tuple(round(v) for v in hand),
                 "holds_hand": bool(x0 <= hand[0] and y0 <= hand[1] and x1 >= hand[2] and y1 >= hand[3]),
                 "area_over_hand": _area(crop.box) / _area(hand), "image_over_hand": h * w / _area(hand),
-                "markers_painted": markers,
+                "markers_painted": markers, "mediapipe_refused": crop.refused,
             })
     return pd.DataFrame(rows)
 

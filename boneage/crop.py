@@ -103,6 +103,7 @@ class Crop:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels, x1/y1 exclusive
     method: str  # mediapipe:<rendering> | classical | full
     landmarks: int = 0
+    refused: int = 0  # MediaPipe hands refused before this crop (see check_landmark_box)
 
 
 def _resize_long_side(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
@@ -527,19 +528,21 @@ class HandCropper:
         if self.method == "none":
             return Crop((0, 0, w, h), "full")
         analysis = None  # the classical analysis, made once and only when needed
+        refused = 0
         if self._landmarker is not None:
             for crop, points in self.mediapipe_hands(img):
-                if _area(crop.box) < 0.05 * w * h:
-                    continue
-                analysis = analysis or _Analysis(img)
-                box = check_landmark_box(analysis, crop.box, points, self.margin, img.shape)
+                box = None
+                if _area(crop.box) >= 0.05 * w * h:
+                    analysis = analysis or _Analysis(img)
+                    box = check_landmark_box(analysis, crop.box, points, self.margin, img.shape)
                 if box is not None:
-                    return Crop(box, crop.method, crop.landmarks)
+                    return Crop(box, crop.method, crop.landmarks, refused)
+                refused += 1
         if self.method in ("auto", "classical"):
             box = classical_box(img, self.margin, analysis)
             if box is not None:
-                return Crop(box, "classical")
-        return Crop((0, 0, w, h), "full")
+                return Crop(box, "classical", refused=refused)
+        return Crop((0, 0, w, h), "full", refused=refused)
 
     def __enter__(self):
         return self

@@ -106,6 +106,7 @@ def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple
         "crop_method": crop.method,
         "crop_x0": x0, "crop_y0": y0, "crop_x1": x1, "crop_y1": y1,
         "landmarks": int(crop.landmarks),
+        "mediapipe_refused": int(crop.refused),
         "markers_removed": int(markers),
         "height_after": int(out.shape[0]),
         "width_after": int(out.shape[1]),
@@ -255,9 +256,15 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
     log.info("%d images written, %d rejected (%.1f %%)", len(index), len(rejects), 100 * share)
 
     qc = out_dir / "qc"
-    methods = index["crop_method"].value_counts() if len(index) else pd.Series(dtype=int)
-    method_table = pd.DataFrame({"crop_method": methods.index, "images": methods.values})
-    method_table["share"] = (method_table["images"] / max(1, len(index))).round(4)
+    method_table = (
+        index.assign(refused=index["mediapipe_refused"] > 0)
+        .groupby("crop_method")
+        .agg(images=("id", "size"), mediapipe_hand_refused=("refused", "sum"))
+        .reset_index()
+        if len(index)
+        else pd.DataFrame(columns=["crop_method", "images", "mediapipe_hand_refused"])
+    )
+    method_table.insert(2, "share", (method_table["images"] / max(1, len(index))).round(4))
     write_table(method_table, qc / "crop_methods.csv")
     summary = {
         "settings": asdict(settings),

@@ -27,8 +27,8 @@ def test_all_outputs_are_there(run_dir):
     assert dataset["source"] == "demo" and dataset["n_label_rows"] == 48
     index = pd.read_parquet(r / "preprocess" / "index.parquet")
     assert len(index) == 48 and (r / "preprocess" / "images").is_dir()
-    assert {"crop_method", "crop_x0", "crop_y1", "landmarks", "source_sha256", "height_before",
-            "height_after"} <= set(index.columns)
+    assert {"crop_method", "crop_x0", "crop_y1", "landmarks", "mediapipe_refused", "source_sha256",
+            "height_before", "height_after"} <= set(index.columns)
     split = pd.read_csv(r / "split" / "split.csv")
     assert set(split["subset"]) == {"train", "val", "test"} and len(split) == 48
     for variant in ("resnet18", "efficientnet_lite0_sex"):
