@@ -335,7 +335,6 @@ class _Analysis:
                     break
         return markers
 
-
     def _holder(self, box):
         """Box of what the letters in ``box`` sit on: the plastic holder of lead letters, a label.
 
