@@ -178,6 +178,14 @@ def _group_boxes(letters: np.ndarray) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
+def _widen(box, margin: float):
+    """``box`` grown on each side by ``margin`` times its width (left, right) or height (top,
+    bottom); floats, not clipped."""
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    return x0 - mx, y0 - my, x1 + mx, y1 + my
+
+
 def _pad(box, fraction: float, w: int, h: int):
     x0, y0, x1, y1 = box
     pad = max(2, round(fraction * np.sqrt((x1 - x0) * (y1 - y0))))
@@ -397,11 +405,8 @@ def classical_box(img: np.ndarray, margin: float, analysis: _Analysis | None = N
     found = analysis or _Analysis(img)
     if found.hand is None or _area(found.hand[0]) < 0.05 * found.work.size:
         return None
-    x0, y0, x1, y1 = found.hand[0]
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
     h, w = img.shape[:2]
-    s = found.scale
-    return _clip_box((x0 - mx) / s, (y0 - my) / s, (x1 + mx) / s, (y1 + my) / s, w, h)
+    return _clip_box(*(v / found.scale for v in _widen(found.hand[0], margin)), w, h)
 
 
 def _forearm_point(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -422,11 +427,7 @@ def landmark_box(points: np.ndarray, width: int, height: int, margin: float):
     """Box around 21 hand landmarks (pixels), widened towards the forearm to take in the wrist."""
     forearm, _ = _forearm_point(points)
     pts = np.vstack([points, forearm])
-    x0, y0 = pts.min(axis=0)
-    x1, y1 = pts.max(axis=0)
-    pad = 0.10 + margin
-    mx, my = pad * (x1 - x0), pad * (y1 - y0)
-    return _clip_box(x0 - mx, y0 - my, x1 + mx, y1 + my, width, height)
+    return _clip_box(*_widen((*pts.min(axis=0), *pts.max(axis=0)), 0.10 + margin), width, height)
 
 
 def check_landmark_box(analysis: _Analysis, box, points: np.ndarray, margin: float, shape):
@@ -452,11 +453,9 @@ def check_landmark_box(analysis: _Analysis, box, points: np.ndarray, margin: flo
     inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
     if inside.mean() < MEDIAPIPE_COVERAGE:
         return None
-    hx0, hy0, hx1, hy1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    mx, my = margin * (hx1 - hx0), margin * (hy1 - hy0)
+    hx0, hy0, hx1, hy1 = _widen((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), margin)
     h, w = shape[:2]
-    return _clip_box(min(x0, hx0 - mx) / s, min(y0, hy0 - my) / s,
-                     max(x1, hx1 + mx) / s, max(y1, hy1 + my) / s, w, h)
+    return _clip_box(min(x0, hx0) / s, min(y0, hy0) / s, max(x1, hx1) / s, max(y1, hy1) / s, w, h)
 
 
 class HandCropper:
