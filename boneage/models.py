@@ -252,7 +252,10 @@ class BoneAgeNet(nn.Module):
                 raise ValueError(f"{self.arch} with sex_input needs the sex of each image")
             sex = self.sex_mlp(male.to(features.dtype).reshape(-1, 1) * 2 - 1)
             features = torch.cat([features, sex], dim=1)
-        return self.head(features).squeeze(1)
+        # The head runs in fp32 under autocast: a bf16 output would round each estimate by up to
+        # 2**-8 of its value in standard units (about 0.3 months).
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.head(features.float()).squeeze(1)
 
     def gradcam_layer(self) -> nn.Module:
         """The last convolutional feature map, for Grad-CAM."""

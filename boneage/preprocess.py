@@ -25,6 +25,7 @@ import pandas as pd
 from .crop import CROP_METHODS, RENDERINGS, HandCropper, remove_markers
 from .files import progress, read_json, setup_logging, sha256_bytes, write_json, write_table
 from .images import ImageError, check_usable, find_image, read_grey, to_uint8
+from .inference import usable_threads
 from .ingest import REJECT_COLUMNS, read_labels
 
 log = logging.getLogger("boneage.preprocess")
@@ -225,6 +226,7 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
         log.warning("%d files in %s have no row in the label csv (ignored), e.g. %s",
                     len(unlabelled), image_dir, unlabelled[:5])
 
+    threads = usable_threads(threads)  # more processes than cores only adds MediaPipe start-ups
     log.info("preprocessing %d images with %d processes: %s", len(tasks), threads, settings)
     t0 = time.perf_counter()
     records, bad, timings = [], [], []

@@ -204,6 +204,8 @@ def stage_times(benchmark_dir: Path | None) -> pd.DataFrame:
     rows = []
     if benchmark_dir and benchmark_dir.is_dir():
         for f in sorted(benchmark_dir.rglob("*.tsv")):
+            if f.parent.name == "report":  # a previous run's report, not this one
+                continue
             b = pd.read_csv(f, sep="\t")
             rows.append({"stage": str(f.relative_to(benchmark_dir).with_suffix("")), "seconds": float(b["s"].iloc[-1]),
                          "max RSS (MB)": float(b["max_rss"].iloc[-1]) if "max_rss" in b else np.nan})
@@ -284,6 +286,10 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
     lines = [f"Test MAE (months) on {metrics[best]['test']['n']} held-out images; always predicting the "
              f"training mean: {base:.2f}"]
     lines += [f"  {name:<28} {m['test']['mae']:6.2f}" for name, m in metrics.items()]
+    times = tables["stage_times"]
+    if len(times):
+        lines.append(f"Time per job (s; results/benchmarks/), {times['seconds'].sum():.0f} s in all before this report:")
+        lines += [f"  {row.stage:<28} {row.seconds:6.1f}" for row in times.itertuples()]
     lines.append(f"Report: {out_dir / 'index.html'}")
     (out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", out_dir / "index.html", metrics[best]["test"]["mae"], best)

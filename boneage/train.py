@@ -17,6 +17,7 @@ loss, train and validation MAE, learning rate, images/s), ``train_summary.json``
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -32,11 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import Augment, augment, load_images
 from .files import atomic_path, progress, setup_logging, sha256_file, write_json, write_table
-from .inference import MODEL_FORMAT, autocast, predict, resolve_device, usable_threads
+from .inference import (MODEL_FORMAT, autocast, channels_last, predict, resolve_device, use_bf16,
+                        usable_threads)
 from .models import build_model
 
 log = logging.getLogger("boneage.train")
@@ -131,23 +132,91 @@ def load_subset(index: pd.DataFrame, split: pd.DataFrame, subset: str, root: Pat
 
 
 def place(data: Data, device: torch.device, fraction_of_free: float = 0.5) -> Data:
-    """Move the images to the device when they take at most half its free memory, else pin them."""
+    """Move the images to the device when they take at most half its free memory, else keep them
+    on the host (batches are then gathered into pinned memory, see :class:`Batches`)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if data.images.numel() <= fraction_of_free * free:
             return Data(data.images.to(device), data.boneage.to(device), data.male.to(device), data.ids)
-        log.warning("images (%.2f GB) do not fit in half the free GPU memory; streaming from pinned host memory",
+        log.warning("images (%.2f GB) do not fit in half the free GPU memory; streaming from host memory",
                     data.images.numel() / 1e9)
-        return Data(data.images.pin_memory(), data.boneage.to(device), data.male.to(device), data.ids)
+        return Data(data.images, data.boneage.to(device), data.male.to(device), data.ids)
     return data
+
+
+class Batches:
+    """uint8 image batches on ``device`` for the indices of one epoch's permutation.
+
+    When the images live on the device this is an index. Otherwise (the set is larger than half the
+    GPU memory) each batch is gathered with ``index_select`` into a reused pinned host buffer and
+    copied asynchronously; the permutation is copied to the host once per epoch, not every step.
+    ``pin=False`` takes the same path on a CPU-only machine (the tests use it).
+    """
+
+    def __init__(self, images: torch.Tensor, device: torch.device, batch_size: int, pin: bool | None = None):
+        self.images, self.device = images, device
+        self.streaming = images.device.type != device.type
+        self.buffer = None
+        if self.streaming:
+            pin = device.type == "cuda" if pin is None else pin
+            self.buffer = torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype, pin_memory=pin)
+        self.host_perm = None
+
+    def epoch(self, perm: torch.Tensor) -> None:
+        if self.streaming:
+            self.host_perm = perm.cpu()
+
+    def __call__(self, start: int, stop: int, idx: torch.Tensor) -> torch.Tensor:
+        if not self.streaming:
+            return self.images[idx]
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the previous copy left the buffer
+        out = self.buffer[:stop - start]
+        torch.index_select(self.images, 0, self.host_perm[start:stop], out=out)
+        return out.to(self.device, non_blocking=True)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and buffers.
+
+    The step count is a Python int and the update one ``_foreach_lerp_``: no host-device
+    synchronisation per step (``torch.optim.swa_utils.AveragedModel`` tests its on-device counter
+    twice per update).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.n_averaged = 0
+
+    @staticmethod
+    def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+        return [t.detach() for t in (*model.parameters(), *model.buffers())]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        own, new = self._tensors(self.module), self._tensors(model)
+        if self.n_averaged == 0:
+            torch._foreach_copy_(own, new)
+        else:
+            floats = [(a, b) for a, b in zip(own, new) if a.is_floating_point()]
+            torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - self.decay)
+            for a, b in zip(own, new):
+                if not a.is_floating_point():  # BatchNorm's num_batches_tracked
+                    a.copy_(b)
+        self.n_averaged += 1
 
 
 class Trainer:
     def __init__(self, variant: str, spec: TrainSpec, out_dir: Path, device: torch.device,
-                 data_hash: str, threads: int = 1):
+                 data_hash: str, threads: int = 1, bf16: bool | None = None, pin: bool | None = None):
+        """``bf16`` (default: on CUDA only) and ``pin`` (default: on CUDA only) force the CUDA code
+        paths on the CPU, so that the tests run them where there is no GPU."""
         self.variant, self.spec, self.out_dir, self.device = variant, spec, out_dir, device
         self.data_hash = data_hash
         self.threads = threads
+        self.bf16 = use_bf16(device, bf16)
+        self.pin = pin
         self.ckpt_dir = out_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
@@ -163,8 +232,9 @@ class Trainer:
             "epoch": epoch,
             "model": model.state_dict(),
             "ema": ema.module.state_dict() if ema is not None else None,
-            "ema_n_averaged": int(ema.n_averaged) if ema is not None else 0,
+            "ema_n_averaged": ema.n_averaged if ema is not None else 0,
             "optimizer": opt.state_dict(),
+            "device_type": self.device.type,
             "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -210,17 +280,8 @@ class Trainer:
         return state
 
     # -- the loop -------------------------------------------------------------------------------
-    def fit(self, train: Data, val: Data) -> dict:
-        spec, device = self.spec, self.device
-        seed_everything(spec.seed)
-        aug = Augment.from_dict(spec.augment)
-        self.target_mean = float(train.boneage.mean())
-        self.target_std = float(train.boneage.std()) or 1.0
-
-        model = build_model(asdict(spec)).to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        spec = self.spec
         decay, no_decay = [], []
         for p in model.parameters():  # no weight decay on norms and biases
             (no_decay if p.ndim <= 1 else decay).append(p)
@@ -228,80 +289,107 @@ class Trainer:
         opt_cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
         if spec.optimizer == "adam":
             groups[0]["weight_decay"] = spec.weight_decay  # Adam: L2 penalty in the gradient
-        opt = opt_cls(groups, lr=spec.lr, **({"fused": True} if device.type == "cuda" else {}))
-        ema = None
-        if spec.ema_decay > 0:
-            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec.ema_decay), use_buffers=True)
+        return opt_cls(groups, lr=spec.lr, **({"fused": True} if self.device.type == "cuda" else {}))
+
+    def _resume(self, model, ema, opt, gen) -> tuple[int, list, dict] | None:
+        """Restore the last checkpoint into the live objects; (epoch, history, best) or None."""
+        state = self.resumable()
+        if state is None:
+            return None
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None and state["ema"] is not None:
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged = int(state["ema_n_averaged"])
+        saved_on = state.get("device_type", "cpu")
+        if saved_on == self.device.type:
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        else:  # a CUDA generator state cannot be loaded into a CPU generator, nor the reverse
+            gen.manual_seed(self.spec.seed + state["epoch"])
+            log.warning("checkpoint was written on %s, resuming on %s: weights, optimiser and EMA are "
+                        "restored, the augmentation and batch-order random streams are re-seeded from "
+                        "seed + epoch, so the result will not equal an uninterrupted run bit for bit",
+                        saved_on, self.device.type)
+        log.info("resuming %s from epoch %d (best val MAE %.2f at epoch %d)",
+                 self.variant, state["epoch"], state["best"]["val_mae"], state["best"]["epoch"])
+        return state["epoch"], state["history"], state["best"]
+
+    def _train_epoch(self, step_model, model, ema, opt, gen, train: Data, batches: Batches, epoch: int,
+                     schedule: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the training set; (summed loss, summed absolute error), still on the device."""
+        spec, device = self.spec, self.device
+        steps_per_epoch, bs, total_steps, warmup = schedule
+        aug = Augment.from_dict(spec.augment)
+        perm = torch.randperm(train.images.shape[0], device=device, generator=gen)
+        batches.epoch(perm)
+        loss_sum = torch.zeros((), device=device)
+        err_sum = torch.zeros((), device=device)
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for g in opt.param_groups:
+                g["lr"] = spec.lr * lr_factor(step, total_steps, warmup)
+            idx = perm[i * bs:(i + 1) * bs]
+            xb = channels_last(augment(batches(i * bs, (i + 1) * bs, idx), spec.input_size, aug, gen))
+            yb, mb = train.boneage[idx], train.male[idx]
+            with autocast(device, self.bf16):
+                z = step_model(xb, mb)
+            pred = z.float() * self.target_std + self.target_mean
+            loss = loss_fn(spec, pred, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if spec.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            loss_sum += loss.detach()
+            err_sum += (pred.detach() - yb).abs().sum()
+        return loss_sum, err_sum
+
+    def fit(self, train: Data, val: Data) -> dict:
+        spec, device = self.spec, self.device
+        seed_everything(spec.seed)
+        self.target_mean = float(train.boneage.mean())
+        self.target_std = float(train.boneage.std()) or 1.0
+
+        model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        opt = self._optimizer(model)
+        ema = EMA(model, spec.ema_decay) if spec.ema_decay > 0 else None
         gen = torch.Generator(device=device)
         gen.manual_seed(spec.seed)
 
         n = train.images.shape[0]
         bs = min(spec.batch_size, n)
         steps_per_epoch = max(1, n // bs)
-        total_steps = spec.epochs * steps_per_epoch
-        warmup = int(round(spec.warmup_epochs * steps_per_epoch))
+        schedule = (steps_per_epoch, bs, spec.epochs * steps_per_epoch,
+                    int(round(spec.warmup_epochs * steps_per_epoch)))
         start_epoch, history = 0, []
         best = {"val_mae": float("inf"), "epoch": -1}
-
-        state = self.resumable()
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if ema is not None and state["ema"] is not None:
-                ema.module.load_state_dict(state["ema"])
-                ema.n_averaged.fill_(state["ema_n_averaged"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if state.get("cuda_rng") is not None and device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            start_epoch, history, best = state["epoch"], state["history"], state["best"]
-            log.info("resuming %s from epoch %d (best val MAE %.2f at epoch %d)",
-                     self.variant, start_epoch, best["val_mae"], best["epoch"])
+        resumed = self._resume(model, ema, opt, gen)
+        if resumed is not None:
+            start_epoch, history, best = resumed
 
         step_model = torch.compile(model) if spec.compile else model
-        on_device = train.images.device.type == device.type
+        batches = Batches(train.images, device, bs, self.pin)
         patience_left = spec.patience
-
         bar = progress(range(start_epoch, spec.epochs), total=spec.epochs - start_epoch,
                        desc=f"train {self.variant}", unit="epoch")
         for epoch in bar:
             model.train()
             t0 = time.perf_counter()
-            perm = torch.randperm(n, device=device, generator=gen)
-            loss_sum = torch.zeros((), device=device)
-            err_sum = torch.zeros((), device=device)
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                for g in opt.param_groups:
-                    g["lr"] = spec.lr * lr_factor(step, total_steps, warmup)
-                idx = perm[i * bs:(i + 1) * bs]
-                if on_device:
-                    xb_u8 = train.images[idx]
-                else:
-                    xb_u8 = train.images[idx.cpu()].to(device, non_blocking=True)
-                xb = augment(xb_u8, spec.input_size, aug, gen)
-                if device.type == "cuda":
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                yb, mb = train.boneage[idx], train.male[idx]
-                with autocast(device):
-                    z = step_model(xb, mb)
-                pred = z.float() * self.target_std + self.target_mean
-                loss = loss_fn(spec, pred, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if spec.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-                opt.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                loss_sum += loss.detach()
-                err_sum += (pred.detach() - yb).abs().sum()
+            loss_sum, err_sum = self._train_epoch(step_model, model, ema, opt, gen, train, batches, epoch,
+                                                  schedule)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_s = time.perf_counter() - t0
             eval_model = ema.module if ema is not None else model
             val_pred = predict(eval_model, val.images, val.male, spec.input_size, self.target_mean,
-                               self.target_std, device)
+                               self.target_std, device, bf16=self.bf16)
             val_mae = float(np.abs(val_pred - val.boneage.cpu().numpy()).mean())
             row = {
                 "epoch": epoch + 1,

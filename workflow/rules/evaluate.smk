@@ -49,6 +49,8 @@ rule ensemble:
         metrics="results/evaluate/ensemble/metrics.json",
     log:
         "results/logs/ensemble/ensemble.log",
+    benchmark:
+        "results/benchmarks/ensemble/ensemble.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 1

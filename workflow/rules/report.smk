@@ -25,6 +25,8 @@ rule gradcam:
         ),
     log:
         "results/logs/gradcam/{variant}.log",
+    benchmark:
+        "results/benchmarks/gradcam/{variant}.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 2
@@ -68,6 +70,8 @@ rule report:
         ],
     log:
         "results/logs/report/report.log",
+    benchmark:
+        "results/benchmarks/report/report.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 1

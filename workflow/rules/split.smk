@@ -12,6 +12,8 @@ rule split:
         ),
     log:
         "results/logs/split/split.log",
+    benchmark:
+        "results/benchmarks/split/split.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 1
