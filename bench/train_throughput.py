@@ -1,22 +1,26 @@
-"""Training throughput per variant: the model-only ceiling against the real trainer.
+"""Training throughput per variant: the model-only ceiling against the real trainer, in one run.
 
-For each variant and input size, on the current device:
+For each variant of a config (the recipe's input size, batch size, EMA and compile settings), on
+the current device (CUDA or CPU):
 
-* model-only: forward + backward + optimizer step on random tensors already on the device, with
-  the trainer's settings (bf16 autocast and channels_last on CUDA), i.e. the ceiling;
-* trainer: ``boneage.train.Trainer.fit`` on a synthetic uint8 training set held on the device,
-  augmentation included (the images/s it logs per epoch, first epoch excluded as warm-up);
-* their ratio, the peak GPU memory, and the wall time of a full RSNA-size training estimated from
-  the trainer's throughput (8,828 training images = 70 % of 12,611, ``--full-epochs`` epochs).
+* model-only: forward + backward + optimiser step on tensors already in memory, with the trainer's
+  own optimiser, loss and kernels (channels_last; bf16 autocast on CUDA): the ceiling;
+* trainer: ``boneage.train.Trainer.fit`` on a synthetic uint8 training set at the config's
+  ``image_size``, held where the trainer holds it, end to end: augmentation, EMA, the validation
+  pass (the recipe's val/train ratio) and the checkpoint writes of every epoch, as images trained
+  per second of epoch wall time; the median over the epochs after the first (warm-up);
+* their ratio, and the peak GPU memory.
 
-    .venv/bin/python bench/train_throughput.py                       # GPU: all variants, 256 and 299 px
-    .venv/bin/python bench/train_throughput.py --sizes 64 --n-images 64 --batch-size 16 --steps 3  # CPU smoke
+    .venv/bin/python bench/train_throughput.py --config configs/rsna-299.yaml           # on a GPU
+    .venv/bin/python bench/train_throughput.py --config configs/rsna-cpu.yaml --n-images 512
+    .venv/bin/python bench/train_throughput.py --variants resnet18 --n-images 64 --steps 3 --epochs 4  # smoke
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -28,13 +32,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.config import variant_spec  # noqa: E402
-from boneage.inference import autocast, resolve_device  # noqa: E402
+from boneage.config import model_list, variant_spec  # noqa: E402
+from boneage.inference import autocast, channels_last, resolve_device, use_bf16, usable_threads  # noqa: E402
 from boneage.models import build_model  # noqa: E402
 from boneage.train import Data, Trainer, TrainSpec, loss_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-RSNA_TRAIN_IMAGES = 8828
 
 
 def sync(device):
@@ -42,22 +45,32 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def model_only(spec: TrainSpec, device, steps: int) -> float:
-    model = build_model(asdict(spec)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
+def load_config(paths: list[str]) -> dict:
+    """config.yaml with the overlays applied in order, as ``snakemake --configfile`` merges them."""
+    def merge(a, b):
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for path in paths:
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
+
+
+def model_only(name: str, spec: TrainSpec, device, steps: int) -> float:
+    """Images/s of forward + backward + step on one batch already in memory."""
+    model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
+    trainer = Trainer(name, spec, Path(tempfile.gettempdir()), device, "bench")
+    opt = trainer._optimizer(model)
     step_model = torch.compile(model) if spec.compile else model
     b, s = spec.batch_size, spec.input_size
-    x = torch.rand(b, 1, s, s, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.rand(b, device=device) * 200
+    x = channels_last(torch.rand(b, 1, s, s, device=device))
+    y = torch.rand(b, device=device) * 228
     male = (torch.rand(b, device=device) > 0.5).float()
+    bf16 = use_bf16(device)
 
     def step():
-        with autocast(device):
+        with autocast(device, bf16):
             z = step_model(x, male)
         loss = loss_fn(spec, z.float() * 40 + 120, y)
         opt.zero_grad(set_to_none=True)
@@ -74,57 +87,69 @@ def model_only(spec: TrainSpec, device, steps: int) -> float:
     return steps * b / (time.perf_counter() - t0)
 
 
-def trainer(name: str, spec: TrainSpec, device, n_images: int, epochs: int, source_size: int) -> float:
+def trainer_rate(name: str, spec: TrainSpec, device, n_images: int, n_val: int, epochs: int,
+                 source_size: int) -> float:
+    """End-to-end images/s of the trainer: median over epochs 2.. of (images trained / epoch wall)."""
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n_images, 1, source_size, source_size), dtype=torch.uint8, generator=gen)
-    boneage = torch.rand(n_images, generator=gen) * 228
-    male = (torch.rand(n_images, generator=gen) > 0.5).float()
-    train = Data(images.to(device), boneage.to(device), male.to(device), list(range(n_images)))
-    nv = min(256, n_images)
-    val = Data(images[:nv].to(device), boneage[:nv].to(device), male[:nv].to(device), list(range(nv)))
-    spec = TrainSpec.from_dict({**asdict(spec), "epochs": epochs, "ema_decay": 0.0})
+    images = torch.randint(0, 256, (n_images + n_val, 1, source_size, source_size), dtype=torch.uint8, generator=gen)
+    boneage = torch.rand(n_images + n_val, generator=gen) * 228
+    male = (torch.rand(n_images + n_val, generator=gen) > 0.5).float()
+    # placed as train.run places it (see train.place): on the GPU when there is one
+    train = Data(images[:n_images].to(device), boneage[:n_images].to(device), male[:n_images].to(device),
+                 list(range(n_images)))
+    val = Data(images[n_images:].to(device), boneage[n_images:].to(device), male[n_images:].to(device),
+               list(range(n_val)))
+    spec = TrainSpec.from_dict({**asdict(spec), "epochs": epochs, "patience": 0})
     with tempfile.TemporaryDirectory() as tmp:
-        result = Trainer(name, spec, Path(tmp), device, "bench").fit(train, val)
-    rates = [row["images_per_s"] for row in result["history"][1:]] or [result["history"][0]["images_per_s"]]
-    return sorted(rates)[len(rates) // 2]
+        trainer = Trainer(name, spec, Path(tmp), device, "bench")
+        trainer.fit(train, val)
+    bs = min(spec.batch_size, n_images)
+    trained = (n_images // bs) * bs
+    return statistics.median(trained / s for s in trainer.epoch_wall_s[1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "config.yaml"))
-    parser.add_argument("--variants", default=None, help="comma list; default: every model in the config")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 299])
-    parser.add_argument("--source-size", type=int, default=299, help="side of the stored uint8 images")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--config", nargs="*", default=[], help="overlays on config.yaml (the recipe)")
+    parser.add_argument("--variants", default=None, help="comma list; default: the config's variants")
     parser.add_argument("--steps", type=int, default=30, help="timed steps of the model-only loop")
     parser.add_argument("--n-images", type=int, default=4096, help="synthetic training images for the trainer")
-    parser.add_argument("--epochs", type=int, default=3, help="trainer epochs (the first is warm-up)")
-    parser.add_argument("--full-epochs", type=int, default=60, help="epochs of the full-training estimate")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--epochs", type=int, default=4, help="trainer epochs; the first is warm-up, the "
+                        "median of the others is reported")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=8, help="CPU threads, capped at the usable cores")
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first is warm-up)")
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
-    config = yaml.safe_load(Path(args.config).read_text())
-    names = args.variants.split(",") if args.variants else list(config["models"])
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {gpu}; torch {torch.__version__}; batch {args.batch_size}; "
-          f"{'bf16 autocast, channels_last' if device.type == 'cuda' else 'fp32'}{', compiled' if args.compile else ''}")
-    print("| variant | px | model-only img/s | trainer img/s | ratio | peak GPU GB | full training (est.) |")
-    print("|---|---|---|---|---|---|---|")
+    torch.set_num_threads(usable_threads(args.threads))
+    config = load_config(args.config)
+    names = args.variants.split(",") if args.variants else model_list(config, "variants")
+    split = config["split"]
+    val_ratio = split["val_fraction"] / max(1e-9, 1 - split["val_fraction"] - split["test_fraction"])
+    n_val = max(1, round(args.n_images * val_ratio))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {where}; torch {torch.__version__}; config {' + '.join(['config.yaml', *args.config])}; "
+          f"{'bf16 autocast, ' if use_bf16(device) else 'fp32, '}channels_last; trainer on {args.n_images} "
+          f"images at {config['image_size']} px with {n_val} validation images, median of epochs 2-{args.epochs}")
+    print("| variant | input px | batch | EMA | compiled | model-only img/s | trainer img/s | ratio | peak GPU GB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
-        for size in args.sizes:
-            spec = TrainSpec.from_dict({**variant_spec(config, name), "input_size": size,
-                                        "batch_size": args.batch_size, "compile": args.compile})
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-            ceiling = model_only(spec, device, args.steps)
-            rate = trainer(name, spec, device, args.n_images, args.epochs, args.source_size)
-            peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
-            full_min = args.full_epochs * RSNA_TRAIN_IMAGES / rate / 60
-            print(f"| {name} | {size} | {ceiling:.0f} | {rate:.0f} | {rate / ceiling:.2f} | {peak:.1f} | "
-                  f"{full_min:.1f} min for {args.full_epochs} epochs |", flush=True)
+        spec = TrainSpec.from_dict(variant_spec(config, name))
+        if spec.compile:
+            torch._dynamo.reset()  # every row compiles its own model from scratch
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        ceiling = model_only(name, spec, device, args.steps)
+        if spec.compile:
+            torch._dynamo.reset()
+        rate = trainer_rate(name, spec, device, args.n_images, n_val, args.epochs, config["image_size"])
+        peak = f"{torch.cuda.max_memory_allocated(device) / 1e9:.1f}" if device.type == "cuda" else "-"
+        print(f"| {name} | {spec.input_size} | {spec.batch_size} | {spec.ema_decay or 'off'} | "
+              f"{'yes' if spec.compile else 'no'} | {ceiling:.1f} | {rate:.1f} | {rate / ceiling:.2f} | {peak} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def load_images(index: pd.DataFrame, root: str | Path, threads: int = 8) -> torc
     def read(path: str) -> np.ndarray:
         img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
         if img is None:
-            raise FileNotFoundError(f"cannot read preprocessed image {path}")
+            raise FileNotFoundError(f"cannot read preprocessed image {path}: the preprocess stage's images "
+                                    "changed since it ran; re-run it: snakemake --forcerun preprocess")
         return img
 
     with ThreadPoolExecutor(max(1, threads)) as pool:

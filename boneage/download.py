@@ -14,7 +14,6 @@ exactly which data they saw.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
@@ -22,7 +21,8 @@ from pathlib import Path
 
 from . import demo
 from .files import setup_logging, sha256_file, write_json
-from .ingest import LabelsError, LayoutError, read_labels, resolve_layout
+from .ingest import LabelsError, read_labels
+from .layout import LayoutError, listing_sha256, resolve_layout
 
 log = logging.getLogger("boneage.download")
 
@@ -30,6 +30,10 @@ KAGGLE_DATASET = "kmader/rsna-bone-age"
 
 
 class CredentialsError(RuntimeError):
+    pass
+
+
+class DownloadError(RuntimeError):
     pass
 
 
@@ -75,17 +79,14 @@ def download_kaggle(out_dir: Path, dataset: str = KAGGLE_DATASET) -> Path:
     api = KaggleApi()
     api.authenticate()
     out_dir.mkdir(parents=True, exist_ok=True)
-    api.dataset_download_files(dataset, path=str(out_dir), unzip=True, quiet=False)
+    try:
+        api.dataset_download_files(dataset, path=str(out_dir), unzip=True, quiet=False)
+    except Exception as exc:  # no network, proxy, HTTP 401/403/404, disk full, bad zip, ...
+        raise DownloadError(
+            f"could not download '{dataset}' from Kaggle ({type(exc).__name__}: {exc}). Check the "
+            "network and that your account accepted the dataset's terms on kaggle.com; or download it "
+            "yourself and use data_source=local data_dir=PATH") from exc
     return out_dir
-
-
-def listing_sha256(image_dir: Path) -> tuple[str, int]:
-    """Hash of the sorted (name, size) listing of an image folder, and the number of files."""
-    h = hashlib.sha256()
-    entries = sorted((e.name, e.stat().st_size) for e in os.scandir(image_dir) if e.is_file())
-    for name, size in entries:
-        h.update(f"{name}\t{size}\n".encode())
-    return h.hexdigest(), len(entries)
 
 
 def describe(root: Path, source: str) -> dict:
@@ -141,7 +142,7 @@ def main(argv=None) -> None:
     try:
         run(args.source, Path(args.out), args.data_dir, Path(args.work_dir), args.demo_n_images,
             args.demo_seed, args.kaggle_dataset)
-    except (LayoutError, LabelsError, CredentialsError) as exc:
+    except (LayoutError, LabelsError, CredentialsError, DownloadError) as exc:
         log.error("%s", exc)
         sys.exit(1)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,12 +117,16 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
-    run(Path(args.model), Path(args.index), Path(args.split), Path(args.out_dir),
-        Path(args.model_card) if args.model_card else None,
-        Path(args.dataset) if args.dataset else None,
-        Path(args.preprocess_summary) if args.preprocess_summary else None,
-        Path(args.train_summary) if args.train_summary else None,
-        args.tta, args.bias_correction, tuple(args.stage_thresholds), args.device, args.threads)
+    try:
+        run(Path(args.model), Path(args.index), Path(args.split), Path(args.out_dir),
+            Path(args.model_card) if args.model_card else None,
+            Path(args.dataset) if args.dataset else None,
+            Path(args.preprocess_summary) if args.preprocess_summary else None,
+            Path(args.train_summary) if args.train_summary else None,
+            args.tta, args.bias_correction, tuple(args.stage_thresholds), args.device, args.threads)
+    except (FileNotFoundError, RuntimeError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

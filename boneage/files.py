@@ -15,6 +15,16 @@ from typing import Iterable, Iterator
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Files written through a temporary file get the mode any other new file gets (mkstemp makes 0600).
+FILE_MODE = 0o666 & ~_umask()
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr; the Snakemake rules redirect stderr to the rule's log file."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
@@ -33,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -8,17 +8,68 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Extensions looked for beside an id, in this order.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".dcm", ".dicom")
+from .layout import IMAGE_EXTENSIONS
+
+
+
+# Largest image decoded, in pixels (10,000 x 10,000). Checked from the file's header before any
+# pixel is decoded, so a tiny file that declares a huge image cannot claim memory. RSNA films are
+# about 2,000 x 2,500; a 16-bit 10,000 x 10,000 film preprocesses within the rule's mem_mb.
+MAX_PIXELS = 100_000_000
 
 
 class ImageError(ValueError):
     """An image that cannot be used; the message is the reason written to the rejects table."""
 
 
+def header_size(data: bytes, dicom: bool) -> tuple[int, int, int]:
+    """(width, height, samples per pixel x frames) read from the header alone, without decoding."""
+    import io
+
+    if dicom:
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            return (int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0),
+                    int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.get("NumberOfFrames", 1) or 1))
+        except Exception as exc:  # pydicom raises many types for bad headers
+            raise ImageError(f"undecodable DICOM: {exc}") from exc
+    from PIL import Image
+
+    bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the size is checked below
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            return img.width, img.height, 1
+    except Exception:
+        return 0, 0, 1  # not a format Pillow knows: OpenCV decides below
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+
+
+def check_size(data: bytes, dicom: bool) -> None:
+    width, height, planes = header_size(data, dicom)
+    if width * height * planes > MAX_PIXELS:
+        raise ImageError(f"image too large: {width}x{height} px{f' x {planes}' if planes > 1 else ''} "
+                         f"declared in its header, over the limit of {MAX_PIXELS:,} pixels")
+
+
+def inside(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name``, refused unless it is a file name directly inside ``folder``.
+
+    Ids come from label tables; every path built from one goes through here (see ingest.ID_PATTERN).
+    """
+    folder = Path(folder)
+    path = folder / name
+    if Path(name).name != name or name in (".", "..") or path.parent != folder:
+        raise ValueError(f"{name!r} is not a plain file name inside {folder}")
+    return path
+
+
 def find_image(image_dir: str | os.PathLike, image_id: str) -> Path | None:
     """The file ``<image_dir>/<id>.<ext>`` for the first known extension that exists, else None."""
     image_dir = Path(image_dir)
+    inside(image_dir, image_id)
     for ext in IMAGE_EXTENSIONS:
         for candidate in (image_dir / f"{image_id}{ext}", image_dir / f"{image_id}{ext.upper()}"):
             if candidate.is_file():
@@ -60,7 +111,9 @@ def read_grey(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
         data = path.read_bytes()
     if len(data) == 0:
         raise ImageError("empty file (0 bytes)")
-    if path.suffix.lower() in (".dcm", ".dicom"):
+    dicom = path.suffix.lower() in (".dcm", ".dicom")
+    check_size(data, dicom)
+    if dicom:
         return _read_dicom(data)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:

@@ -10,57 +10,27 @@ A bad row never vanishes: :func:`read_labels` returns it in a rejects table with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .images import IMAGE_EXTENSIONS
+from .layout import IMAGE_DIR, LABELS_CSV, Layout, LayoutError, resolve_layout  # noqa: F401
 
-LABELS_CSV = "boneage-training-dataset.csv"
-IMAGE_DIR = "boneage-training-dataset"
 REQUIRED_COLUMNS = ("id", "boneage", "male")
 BONEAGE_RANGE_MONTHS = (0.0, 240.0)
 REJECT_COLUMNS = ["id", "file", "reason"]
+# An id names files (<id>.<ext> in, <id>.png out), so it must be a plain file name: letters, digits,
+# '.', '_' and '-', starting with a letter or digit, at most 128 characters. Anything else ('../x',
+# '/abs', 'a/b', '') is a reject: a label table is data from elsewhere and never steers a path.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 _TRUE = {"true", "1", "1.0", "m", "male", "t", "yes"}
 _FALSE = {"false", "0", "0.0", "f", "female", "no"}
 
 
-class LayoutError(FileNotFoundError):
-    """The folder is not in the RSNA layout; the message names what is missing."""
-
-
 class LabelsError(ValueError):
     """The label csv cannot be used at all (unreadable, required columns missing)."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    labels_csv: Path
-    image_dir: Path
-
-
-def resolve_layout(root: str | Path) -> Layout:
-    """Find the label csv and image folder of an RSNA-layout folder, or raise LayoutError."""
-    root = Path(root)
-    if not root.is_dir():
-        raise LayoutError(f"data folder not found: {root}")
-    csv = root / LABELS_CSV
-    if not csv.is_file():
-        found = sorted(p.name for p in root.glob("*.csv"))
-        raise LayoutError(
-            f"label file {csv} not found (RSNA layout: {LABELS_CSV} beside {IMAGE_DIR}/); "
-            f"csv files there: {found or 'none'}"
-        )
-    image_dir = root / IMAGE_DIR
-    if not image_dir.is_dir():
-        raise LayoutError(f"image folder {image_dir} not found (RSNA layout: one <id>.png per row)")
-    nested = image_dir / IMAGE_DIR
-    if nested.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in image_dir.iterdir()):
-        image_dir = nested  # Kaggle's zip nests the folder once more
-    return Layout(csv, image_dir)
 
 
 def _parse_sex(value) -> float:
@@ -112,6 +82,9 @@ def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         reasons[sel] = reason if isinstance(reason, str) else reason[sel]
 
     flag(df["id"] == "", "empty id")
+    flag(~df["id"].str.fullmatch(ID_PATTERN),
+         "id '" + df["id"].str.slice(0, 80) + "' is not a plain name (letters, digits, '.', '_', '-', "
+         "starting with a letter or digit, at most 128 characters)")
     lo, hi = BONEAGE_RANGE_MONTHS
     flag(df["boneage"].isna(), "boneage '" + df["boneage_text"] + "' is not a number")
     flag(

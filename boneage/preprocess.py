@@ -24,13 +24,14 @@ import pandas as pd
 
 from .crop import CROP_METHODS, RENDERINGS, HandCropper, remove_markers
 from .files import progress, read_json, setup_logging, sha256_bytes, write_json, write_table
-from .images import ImageError, check_usable, find_image, read_grey, to_uint8
+from .images import ImageError, check_usable, find_image, inside, read_grey, to_uint8
 from .inference import usable_threads
 from .ingest import REJECT_COLUMNS, read_labels
 
 log = logging.getLogger("boneage.preprocess")
 
 STEPS = ("read", "decode", "crop", "resize", "clahe", "encode")
+THUMBNAIL_PX = 400  # long side of the contact sheet's source images
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def _work(task: tuple[str, str | None]) -> dict:
         out, fields, t = process_image(Path(path), _worker["settings"], _worker["cropper"])
         t0 = time.perf_counter()
         rel = f"images/{image_id}.png"
-        ok = cv2.imwrite(str(_worker["out_dir"] / rel), out, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        target = inside(_worker["out_dir"] / "images", f"{image_id}.png")
+        ok = cv2.imwrite(str(target), out, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise OSError(f"could not write {_worker['out_dir'] / rel}")
         t["encode"] = time.perf_counter() - t0
@@ -179,11 +181,13 @@ def contact_sheet(index: pd.DataFrame, out_dir: Path, path: Path, n: int, seed: 
     for k, row in enumerate(sample.itertuples()):
         r, c = divmod(k, cols)
         before = to_uint8(read_grey(row.source_file))
+        scale = min(1.0, THUMBNAIL_PX / max(before.shape))  # draw a thumbnail, not the full film
+        before = cv2.resize(before, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else before
         ax = axes[r, 2 * c]
         ax.imshow(before, cmap="gray", vmin=0, vmax=255)
         ax.add_patch(matplotlib.patches.Rectangle(
-            (row.crop_x0, row.crop_y0), row.crop_x1 - row.crop_x0, row.crop_y1 - row.crop_y0,
-            fill=False, edgecolor="#ff7f0e", linewidth=1.2))
+            (row.crop_x0 * scale, row.crop_y0 * scale), (row.crop_x1 - row.crop_x0) * scale,
+            (row.crop_y1 - row.crop_y0) * scale, fill=False, edgecolor="#ff7f0e", linewidth=1.2))
         ax.set_title(f"{row.id}: {row.crop_method}", fontsize=6)
         after = cv2.imread(str(out_dir / row.image), cv2.IMREAD_GRAYSCALE)
         ax = axes[r, 2 * c + 1]
@@ -212,7 +216,14 @@ def summarise_timing(timings: list[dict], wall_s: float, threads: int) -> dict:
 
 
 def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
-        max_reject_fraction: float = 0.05, contact_sheet_n: int = 24) -> pd.DataFrame:
+        max_reject_fraction: float = 0.05, contact_sheet_n: int = 24,
+        kept_rejects: Path | None = None) -> pd.DataFrame:
+    """Preprocess every labelled image; returns the index.
+
+    ``kept_rejects``: where the reject list is also written when the reject share stops the stage
+    (Snakemake removes a failed job's outputs, ``rejects.csv`` among them; the rule points this into
+    its log folder, which it keeps).
+    """
     dataset = read_json(dataset_json)
     labels, label_rejects = read_labels(dataset["labels_csv"])
     image_dir = Path(dataset["image_dir"])
@@ -220,8 +231,8 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
     for image_id in labels["id"]:
         found = find_image(image_dir, image_id)
         tasks.append((image_id, None if found is None else str(found)))
-    labelled = set(labels["id"])
-    unlabelled = [p.name for p in image_dir.iterdir() if p.is_file() and p.stem not in labelled]
+    in_csv = set(labels["id"]) | set(label_rejects["id"])  # rows rejected for other reasons have a row
+    unlabelled = [p.name for p in image_dir.iterdir() if p.is_file() and p.stem not in in_csv]
     if unlabelled:
         log.warning("%d files in %s have no row in the label csv (ignored), e.g. %s",
                     len(unlabelled), image_dir, unlabelled[:5])
@@ -253,7 +264,7 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
 
     total = len(labels) + len(label_rejects)  # every csv row
     share = len(rejects) / max(1, total)
-    for r in rejects.head(20).itertuples():
+    for r in rejects.itertuples():
         log.warning("rejected id=%s file=%s: %s", r.id, r.file, r.reason)
     log.info("%d images written, %d rejected (%.1f %%)", len(index), len(rejects), 100 * share)
 
@@ -280,10 +291,15 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
         contact_sheet(index, out_dir, qc / "contact_sheet.png", contact_sheet_n)
 
     if share > max_reject_fraction:
+        listed = out_dir / "rejects.csv"
+        if kept_rejects is not None:
+            write_table(rejects, kept_rejects)
+            listed = kept_rejects
         first = "; ".join(f"{r.file}: {r.reason}" for r in rejects.head(5).itertuples())
         raise RejectedShareError(
             f"{len(rejects)} of {total} rows rejected ({100 * share:.1f} % > max_reject_fraction "
-            f"{100 * max_reject_fraction:.1f} %). First: {first}. Full list: {out_dir / 'rejects.csv'}"
+            f"{100 * max_reject_fraction:.1f} %). First: {first}. Every rejected row with its reason: "
+            f"{listed}. Fix or remove those rows, or raise preprocess.max_reject_fraction."
         )
     return index
 
@@ -303,6 +319,8 @@ def main(argv=None) -> None:
     parser.add_argument("--hand-model", default=None, help="hand_landmarker.task (default: packaged)")
     parser.add_argument("--max-reject-fraction", type=float, default=0.05)
     parser.add_argument("--contact-sheet-n", type=int, default=24)
+    parser.add_argument("--kept-rejects", default=None,
+                        help="also write the reject list here when the reject share stops the stage")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
@@ -311,7 +329,8 @@ def main(argv=None) -> None:
                         tuple(args.mediapipe_renderings))
     try:
         run(Path(args.dataset), Path(args.out_dir), settings, args.threads,
-            args.max_reject_fraction, args.contact_sheet_n)
+            args.max_reject_fraction, args.contact_sheet_n,
+            Path(args.kept_rejects) if args.kept_rejects else None)
     except RejectedShareError as exc:
         log.error("%s", exc)
         sys.exit(1)

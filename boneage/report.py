@@ -290,6 +290,8 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
     if len(times):
         lines.append(f"Time per job (s; results/benchmarks/), {times['seconds'].sum():.0f} s in all before this report:")
         lines += [f"  {row.stage:<28} {row.seconds:6.1f}" for row in times.itertuples()]
+    lines.append(f"Rejected: {len(tables['rejects'])} rows, each with its reason in "
+                 f"{preprocess_dir / 'rejects.csv'}")
     lines.append(f"Report: {out_dir / 'index.html'}")
     (out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", out_dir / "index.html", metrics[best]["test"]["mae"], best)

@@ -66,7 +66,12 @@ def check_split(split: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.Dat
         raise SplitError(f"split file {source}: {len(unknown)} ids not in the index, e.g. {unknown[:5]}")
     for subset in ("train", "val"):
         if not (split["subset"] == subset).any():
-            raise SplitError(f"split from {source} has no '{subset}' images")
+            why = ""
+            if "stratum" in split.columns:  # made here: say why the strata gave none
+                why = (f": {len(split)} images in {split['stratum'].nunique()} strata (age bin x sex), and "
+                       f"each stratum's share rounds to 0 images. Use more images, a wider "
+                       f"split.age_bin_months or a larger split.{subset}_fraction")
+            raise SplitError(f"split from {source} has no '{subset}' images{why}")
     if "stratum" not in split.columns:
         split["stratum"] = ""
     return split

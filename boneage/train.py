@@ -148,19 +148,23 @@ class Batches:
     """uint8 image batches on ``device`` for the indices of one epoch's permutation.
 
     When the images live on the device this is an index. Otherwise (the set is larger than half the
-    GPU memory) each batch is gathered with ``index_select`` into a reused pinned host buffer and
-    copied asynchronously; the permutation is copied to the host once per epoch, not every step.
-    ``pin=False`` takes the same path on a CPU-only machine (the tests use it).
+    GPU memory) each batch is gathered with ``index_select`` into one of two reused host buffers,
+    pinned on CUDA, and copied asynchronously; before a buffer is refilled the host waits for its
+    previous copy only (a CUDA event), not for the GPU's work. The permutation is copied to the host
+    once per epoch, not every step. ``stream=True`` takes this path on a CPU-only machine too (the
+    tests use it).
     """
 
-    def __init__(self, images: torch.Tensor, device: torch.device, batch_size: int, pin: bool | None = None):
+    def __init__(self, images: torch.Tensor, device: torch.device, batch_size: int, stream: bool | None = None):
         self.images, self.device = images, device
-        self.streaming = images.device.type != device.type
-        self.buffer = None
-        if self.streaming:
-            pin = device.type == "cuda" if pin is None else pin
-            self.buffer = torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype, pin_memory=pin)
+        self.streaming = images.device.type != device.type if stream is None else stream
         self.host_perm = None
+        if self.streaming:
+            self.images = images.cpu()
+            self.buffers = [torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype,
+                                        pin_memory=device.type == "cuda") for _ in range(2)]
+            self.copied = [None, None]  # CUDA events: the last copy out of each buffer
+            self.turn = 0
 
     def epoch(self, perm: torch.Tensor) -> None:
         if self.streaming:
@@ -169,11 +173,16 @@ class Batches:
     def __call__(self, start: int, stop: int, idx: torch.Tensor) -> torch.Tensor:
         if not self.streaming:
             return self.images[idx]
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()  # the previous copy left the buffer
-        out = self.buffer[:stop - start]
+        k, self.turn = self.turn, 1 - self.turn
+        if self.copied[k] is not None:
+            self.copied[k].synchronize()
+        out = self.buffers[k][:stop - start]
         torch.index_select(self.images, 0, self.host_perm[start:stop], out=out)
-        return out.to(self.device, non_blocking=True)
+        batch = out.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            self.copied[k] = torch.cuda.Event()
+            self.copied[k].record()
+        return batch
 
 
 class EMA:
@@ -209,14 +218,14 @@ class EMA:
 
 class Trainer:
     def __init__(self, variant: str, spec: TrainSpec, out_dir: Path, device: torch.device,
-                 data_hash: str, threads: int = 1, bf16: bool | None = None, pin: bool | None = None):
-        """``bf16`` (default: on CUDA only) and ``pin`` (default: on CUDA only) force the CUDA code
-        paths on the CPU, so that the tests run them where there is no GPU."""
+                 data_hash: str, threads: int = 1, bf16: bool | None = None, stream: bool | None = None):
+        """``bf16`` (default: on CUDA only) and ``stream`` (default: when the images stayed on the host)
+        force those code paths on any device, so that the tests run them where there is no GPU."""
         self.variant, self.spec, self.out_dir, self.device = variant, spec, out_dir, device
         self.data_hash = data_hash
         self.threads = threads
         self.bf16 = use_bf16(device, bf16)
-        self.pin = pin
+        self.stream = stream
         self.ckpt_dir = out_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
@@ -375,8 +384,9 @@ class Trainer:
             start_epoch, history, best = resumed
 
         step_model = torch.compile(model) if spec.compile else model
-        batches = Batches(train.images, device, bs, self.pin)
+        batches = Batches(train.images, device, bs, self.stream)
         patience_left = spec.patience
+        self.epoch_wall_s = []
         bar = progress(range(start_epoch, spec.epochs), total=spec.epochs - start_epoch,
                        desc=f"train {self.variant}", unit="epoch")
         for epoch in bar:
@@ -412,6 +422,7 @@ class Trainer:
             if improved:
                 self.save(state, "best.pt")
             self.save(state, "last.pt")
+            self.epoch_wall_s.append(time.perf_counter() - t0)  # training, validation and checkpoints
             log.info("epoch %d/%d loss %.3f train MAE %.2f val MAE %.2f lr %.2e %.0f img/s%s",
                      epoch + 1, spec.epochs, row["train_loss"], row["train_mae"], val_mae, row["lr"],
                      row["images_per_s"], " *" if improved else "")
@@ -503,7 +514,7 @@ def main(argv=None) -> None:
     try:
         spec = TrainSpec.from_dict(json.loads(text))
         run(args.variant, spec, Path(args.index), Path(args.split), Path(args.out_dir), args.device, args.threads)
-    except (CheckpointError, ValueError, RuntimeError) as exc:
+    except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as exc:
         log.error("%s", exc)
         sys.exit(1)
 

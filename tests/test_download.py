@@ -62,3 +62,20 @@ def test_kaggle_download_with_the_network_call_replaced(tmp_path, no_credentials
     assert info["n_image_files"] == 2 and json.loads((tmp_path / "d.json").read_text())["source"] == "kaggle"
     run("kaggle", tmp_path / "d2.json", None, tmp_path / "work", 0, 0)  # already there: no second download
     assert len(calls) == 2
+
+
+def test_kaggle_without_network_is_one_message_with_the_way_out(tmp_path, no_credentials, monkeypatch):
+    import requests
+
+    (tmp_path / "kcfg").mkdir()
+    (tmp_path / "kcfg" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+
+    def no_network(self, *args, **kwargs):  # network boundary: what the client raises offline
+        raise requests.exceptions.ConnectionError("Failed to resolve 'www.kaggle.com'")
+
+    monkeypatch.setattr(KaggleApi, "authenticate", lambda self: None)
+    monkeypatch.setattr(KaggleApi, "dataset_download_files", no_network)
+    with pytest.raises(download.DownloadError, match=r"could not download 'kmader/rsna-bone-age' from Kaggle "
+                       r"\(ConnectionError: Failed to resolve 'www.kaggle.com'\)\. Check the network.*"
+                       r"use data_source=local data_dir=PATH"):
+        run("kaggle", tmp_path / "d.json", None, tmp_path / "work", 0, 0)

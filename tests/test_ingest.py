@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from boneage.files import sha256_file
 from boneage.images import ImageError, read_grey, to_uint8
 from boneage.ingest import LabelsError, LayoutError, read_labels, resolve_layout
 from boneage.preprocess import RejectedShareError, Settings, run
@@ -157,3 +158,33 @@ def test_undecodable_dicom_is_an_image_error(tmp_path):
     path.write_bytes(b"DICM but not really")
     with pytest.raises(ImageError, match="undecodable DICOM"):
         read_grey(path)
+
+
+def _tree(root) -> dict:
+    """Every path under ``root``, with the content hash and mtime of the files."""
+    return {str(p.relative_to(root)): (sha256_file(p), p.stat().st_mtime_ns) if p.is_file() else "dir"
+            for p in root.rglob("*")}
+
+
+def test_ids_that_are_paths_are_rejected_and_write_nothing_outside_the_output(tmp_path):
+    """A label table is data from elsewhere: '../x', '/abs' or 'a/b' never steer a read or a write."""
+    work = tmp_path / "work"
+    root = write_rsna(work / "data", "id,boneage,male\n1,120,True\n../side,120,True\n"
+                      "../../../../tmp/x/y,100,False\n/etc/hostname,90,True\na/b,80,False\n.hidden,70,True\n",
+                      {"1.png": hand_like(1)})
+    # an image of the same name as a traversing id's target: it must be neither read nor overwritten
+    cv2.imwrite(str(work / "data" / "side.png"), hand_like(2))
+    dataset = work / "dataset.json"
+    dataset.write_text(pd.Series({"labels_csv": str(root / "boneage-training-dataset.csv"),
+                                  "image_dir": str(root / "boneage-training-dataset")}).to_json())
+    out = work / "results" / "pre"
+    before = _tree(tmp_path)
+    index = run(dataset, out, Settings(image_size=64, crop_method="classical"), threads=1, max_reject_fraction=1.0)
+    after = {k: v for k, v in _tree(tmp_path).items() if not k.startswith("work/results")}
+    assert after == before
+    assert list(index["id"]) == ["1"]
+    rejects = pd.read_csv(out / "rejects.csv", dtype=str, keep_default_na=False).set_index("id")["reason"]
+    assert set(rejects.index) == {"../side", "../../../../tmp/x/y", "/etc/hostname", "a/b", ".hidden"}
+    assert rejects["../side"] == ("id '../side' is not a plain name (letters, digits, '.', '_', '-', "
+                                  "starting with a letter or digit, at most 128 characters)")
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["1.png"]

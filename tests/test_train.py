@@ -9,17 +9,20 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
-from boneage import demo, download, preprocess, split
+from boneage import demo, download, evaluate, preprocess, split
 from boneage.config import variant_spec
-from boneage.inference import load_model
-from boneage.train import CheckpointError, TrainSpec, run
+from boneage.inference import autocast, channels_last, load_model
+from boneage.models import build_model
+from boneage.train import EMA, CheckpointError, Trainer, TrainSpec, load_subset, run
 
 from .conftest import REPO
 
@@ -118,3 +121,85 @@ def test_changed_settings_start_afresh(data, tmp_path):
 def test_unknown_training_setting_is_named():
     with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['lr_max'\]"):
         TrainSpec.from_dict({"arch": "resnet18", "lr_max": 1})
+
+
+def _subsets(data: Path):
+    index = pd.read_parquet(data / "pre" / "index.parquet")
+    split_table = pd.read_csv(data / "split.csv", dtype={"id": str})
+    root = data / "pre"
+    return load_subset(index, split_table, "train", root, 1), load_subset(index, split_table, "val", root, 1)
+
+
+def test_the_same_run_twice_gives_the_same_weights_and_test_metrics(data, tmp_path):
+    index, split_csv = data / "pre" / "index.parquet", data / "split.csv"
+    spec = TrainSpec.from_dict({"arch": "resnet18", "sex_input": True, **TINY, "epochs": 2})
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        run("resnet18_sex", spec, index, split_csv, out, "cpu", 2)
+        metrics = evaluate.run(out / "model.pt", index, split_csv, out / "evaluate", None, None, None, None,
+                               tta=False, bias_correction=True, thresholds=(120, 216), device_name="cpu", threads=2)
+        runs.append((_weights(out / "model.pt"), metrics["test"]))
+    (w1, m1), (w2, m2) = runs
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert json.dumps(m1, sort_keys=True) == json.dumps(m2, sort_keys=True)  # NaN-safe equality
+
+
+# --- the CUDA code paths, forced on the CPU: bf16 autocast, channels_last, compile, streaming ------
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0_sex"])
+def test_bf16_autocast_path_trains_and_the_head_answers_in_fp32(data, tmp_path, name):
+    spec = TrainSpec.from_dict({**variant_spec(config(), name), **TINY, "epochs": 2})
+    train, val = _subsets(data)
+    result = Trainer(name, spec, tmp_path, torch.device("cpu"), "h", bf16=True).fit(train, val)
+    assert all(np.isfinite(row["val_mae"]) for row in result["history"])
+    model = build_model(asdict(spec)).to(memory_format=torch.channels_last).eval()
+    x = channels_last(torch.rand(3, 1, 48, 48))
+    with torch.no_grad(), autocast(torch.device("cpu"), True):
+        assert model.backbone(x).dtype == torch.bfloat16  # the backbone does run in bf16
+        assert model(x, torch.ones(3)).dtype == torch.float32  # the estimate is not rounded to bf16
+
+
+def test_compiled_bf16_channels_last_training_runs(data, tmp_path):
+    """The GPU recipe's path (torch.compile + bf16 autocast + channels_last) on a tiny model."""
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "input_size": 32, "compile": True})
+    train, val = _subsets(data)
+    result = Trainer("resnet18", spec, tmp_path, torch.device("cpu"), "h", bf16=True).fit(train, val)
+    assert np.isfinite(result["history"][0]["val_mae"])
+
+
+def test_streaming_from_host_memory_gives_the_same_training(data, tmp_path):
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 2, "ema_decay": 0.5})
+    train, val = _subsets(data)
+    for name, stream in (("resident", False), ("streamed", True)):
+        Trainer("resnet18", spec, tmp_path / name, torch.device("cpu"), "h", stream=stream).fit(train, val)
+    a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("resident", "streamed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+
+
+def test_ema_is_the_exponential_average_of_the_weights():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.9)
+    first = model.weight.detach().clone()
+    ema.update(model)
+    assert torch.equal(ema.module.weight, first) and ema.n_averaged == 1
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, first + 0.1) and ema.n_averaged == 2
+
+
+def test_a_checkpoint_from_another_device_type_resumes_with_a_warning(data, tmp_path, caplog):
+    index, split_csv = data / "pre" / "index.parquet", data / "split.csv"
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 2})
+    run("resnet18", spec, index, split_csv, tmp_path, "cpu", 1)
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    # as written by an interrupted GPU job: a CUDA generator state is 16 bytes, a CPU one 5056
+    state.update(complete=False, epoch=1, history=state["history"][:1], device_type="cuda",
+                 generator=torch.zeros(16, dtype=torch.uint8), cuda_rng=torch.zeros(16, dtype=torch.uint8))
+    torch.save(state, last)
+    with caplog.at_level("WARNING", logger="boneage.train"):
+        run("resnet18", spec, index, split_csv, tmp_path, "cpu", 1)
+    assert "checkpoint was written on cuda, resuming on cpu" in caplog.text
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1, 2]

@@ -27,6 +27,7 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
     )
 
 from boneage.config import ConfigError, model_list, variant_spec
+from boneage.layout import LayoutError, listing_sha256, resolve_layout
 
 try:
     VARIANTS = model_list(config, "variants")
@@ -67,6 +68,20 @@ def local_labels(wildcards):
     if config["data_source"] == "local":
         return os.path.join(config["data_dir"], "boneage-training-dataset.csv")
     return []
+
+
+def local_images(wildcards):
+    """Signature of the local image folder (names, sizes, modification times), a parameter of the
+    download rule: adding, removing, replacing or editing an image re-runs download and what follows.
+    """
+    if config["data_source"] != "local":
+        return ""
+    try:
+        return listing_sha256(
+            resolve_layout(config["data_dir"]).image_dir, mtimes=True
+        )[0]
+    except (LayoutError, OSError):
+        return ""  # the download job names what is missing
 
 
 def gpus(wildcards):

@@ -20,6 +20,7 @@ rule download:
         demo_n=config["demo"]["n_images"],
         demo_seed=config["demo"]["seed"],
         kaggle_dataset=config["kaggle"]["dataset"],
+        images=local_images,
     shell:
         "python -m boneage.download --source {params.source} --out {output} "
         "--data-dir={params.data_dir:q} --work-dir results/data "

@@ -56,4 +56,5 @@ rule preprocess:
         "{params.markers} {params.hand_model} "
         "--clahe-clip-limit {params.clip} --clahe-tile-grid {params.tiles} "
         "--max-reject-fraction {params.max_reject} --contact-sheet-n {params.sheet_n} "
+        "--kept-rejects results/logs/preprocess/rejects.csv "
         "--threads {threads} > {log} 2>&1"
