@@ -63,6 +63,8 @@ def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"label file {csv} lacks required column(s) {missing}; it has {list(raw.columns)}. "
             f"Expected columns: {', '.join(REQUIRED_COLUMNS)}"
         )
+    if raw.empty:
+        raise LabelsError(f"label file {csv} has a header but no rows: nothing to train on")
     df = pd.DataFrame(
         {
             "id": raw["id"].str.strip(),

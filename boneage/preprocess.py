@@ -277,7 +277,7 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
         if len(index)
         else pd.DataFrame(columns=["crop_method", "images", "mediapipe_hand_refused"])
     )
-    method_table.insert(2, "share", (method_table["images"] / max(1, len(index))).round(4))
+    method_table.insert(2, "share", (method_table["images"].astype(float) / max(1, len(index))).round(4))
     write_table(method_table, qc / "crop_methods.csv")
     summary = {
         "settings": asdict(settings),
@@ -290,7 +290,7 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
     if len(index):
         contact_sheet(index, out_dir, qc / "contact_sheet.png", contact_sheet_n)
 
-    if share > max_reject_fraction:
+    if share > max_reject_fraction or index.empty:
         listed = out_dir / "rejects.csv"
         if kept_rejects is not None:
             write_table(rejects, kept_rejects)

@@ -112,3 +112,38 @@ def test_replacing_a_rejected_image_reruns_preprocess(local_set):
 
     cv2.imwrite(str(root / "boneage-training-dataset" / "3.png"), hand_like(3))
     assert {"download", "preprocess"} <= planned_rules(snakemake(work, "preprocess", "-n", *args))
+
+
+def test_a_label_file_with_a_header_and_no_rows_is_named(tmp_path):
+    from boneage.ingest import LabelsError, read_labels
+
+    root = write_rsna(tmp_path / "data", "id,boneage,male\n", {})
+    with pytest.raises(LabelsError, match=r"boneage-training-dataset.csv has a header but no rows"):
+        read_labels(root / "boneage-training-dataset.csv")
+
+
+def test_every_image_rejected_is_a_message_not_a_traceback(tmp_path):
+    from boneage.preprocess import RejectedShareError, Settings, run
+
+    root = write_rsna(tmp_path / "data", "id,boneage,male\n1,100,True\n2,50,False\n", {"1.png": b""})
+    dataset = tmp_path / "dataset.json"
+    write_json(dataset, {"labels_csv": str(root / "boneage-training-dataset.csv"),
+                         "image_dir": str(root / "boneage-training-dataset")})
+    with pytest.raises(RejectedShareError, match=r"2 of 2 rows rejected .*Every rejected row with its reason"):
+        run(dataset, tmp_path / "pre", Settings(image_size=64, crop_method="classical"), max_reject_fraction=1.0)
+
+
+def test_a_set_too_small_to_stratify_says_why(tmp_path):
+    from boneage.split import SplitError, check_split, stratified_split
+
+    index = pd.DataFrame({"id": ["1", "2", "3"], "boneage": [10.0, 100.0, 200.0], "male": [True, False, True]})
+    with pytest.raises(SplitError, match=r"no 'val' images: 3 images in 3 strata \(age bin x sex\), and each "
+                                         r"stratum's share rounds to 0 images"):
+        check_split(stratified_split(index, 0.15, 0.15, 24, 0), index, "stratified split")
+
+
+def test_a_deleted_preprocessed_image_says_to_rerun_preprocess(tmp_path):
+    from boneage.data import load_images
+
+    with pytest.raises(FileNotFoundError, match=r"re-run it: snakemake --forcerun preprocess"):
+        load_images(pd.DataFrame({"image": ["images/1.png"]}), tmp_path)

@@ -55,6 +55,9 @@ def test_report_names_only_files_that_exist(run_dir):
                   "rejects", "split", "stage_times"):
         assert (report / "tables" / f"{table}.csv").is_file() and (report / "tables" / f"{table}.md").is_file()
     assert "MAE" in page and "training mean" in page
+    summary = (report / "summary.txt").read_text()  # printed at the end of every successful run
+    assert "Rejected: 0 rows, each with its reason in results/preprocess/rejects.csv" in summary
+    assert "train/resnet18 " in summary and "preprocess/preprocess " in summary  # seconds per job
 
 
 def test_snakemake_report(run_dir):
@@ -89,7 +92,7 @@ def test_changing_an_evaluation_value_reruns_evaluation_and_after(run_dir, tmp_p
 
 @pytest.mark.parametrize("args, message", [
     (["--config", "epoch=3"], "'epoch' was unexpected"),
-    (["--config", "epochs=abc"], "instance['epochs']"),
+    (["--config", "epochs=abc"], "config key 'epochs': 'abc' is not of type 'integer'"),
     (["--config", "variants=resnet18,resnet19"], "config key 'variants': unknown model 'resnet19'"),
     (["--config", "data_source=local"], "config key 'data_dir' is required"),
     (["--config", "data_source=local", "data_dir=/no/such/folder"], "folder not found: /no/such/folder"),
@@ -97,6 +100,7 @@ def test_changing_an_evaluation_value_reruns_evaluation_and_after(run_dir, tmp_p
 def test_bad_config_is_named(tmp_path, args, message):
     proc = snakemake(tmp_path, "all", "-n", *args, check=False)
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert message in "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])  # not buried
 
 
 def test_csv_without_required_columns_is_named(tmp_path):
@@ -106,3 +110,14 @@ def test_csv_without_required_columns_is_named(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"label file {data / 'boneage-training-dataset.csv'} lacks required column(s) ['boneage', 'male']" in out
+
+
+def test_device_cuda_without_a_gpu_stops_before_any_job(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = snakemake(tmp_path, "all", "--cores", "1", "--config", "device=cuda", check=False)
+    assert proc.returncode != 0
+    assert "config key 'device': cuda was asked for, but torch sees no CUDA GPU" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()  # no job ran, not even the download

@@ -4,11 +4,27 @@ import json
 import os
 import sys
 
+import jsonschema
+import yaml
+
 from snakemake.exceptions import WorkflowError
-from snakemake.settings.types import DeploymentMethod
+from snakemake.settings.types import DeploymentMethod, ExecMode
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+# Snakemake's own message for a bad config appends the whole schema (hundreds of lines), which buries
+# the one line that matters; check first and say that line, naming the key.
+with open(SCHEMA) as f:
+    _error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(yaml.safe_load(f)).iter_errors(config)
+    )
+if _error is not None:
+    _key = ".".join(str(p) for p in _error.absolute_path)
+    raise WorkflowError(
+        f"config{f' key {_key!r}' if _key else ''}: {_error.message}. Every key, with its type and "
+        "default: workflow/schemas/config.schema.yaml"
+    )
+validate(config, schema=SCHEMA)  # fills in the defaults
 
 # The stage modules live in the package boneage/ beside the Snakefile; jobs (local or on a
 # cluster node) import it from there, so no install of the package itself is needed.
@@ -52,6 +68,23 @@ if config["data_source"] == "local":
     if not os.path.isdir(config["data_dir"]):
         raise WorkflowError(
             f"config key 'data_dir': folder not found: {os.path.abspath(config['data_dir'])}"
+        )
+
+
+# device=cuda on a machine without a GPU: stop now, not after preprocessing, at the first training
+# job. Only for local runs (on a cluster the jobs run on other nodes) that are not dry runs.
+if (
+    config["device"] == "cuda"
+    and workflow.local_exec
+    and not workflow.dryrun
+    and workflow.exec_mode == ExecMode.DEFAULT
+):
+    import torch
+
+    if not torch.cuda.is_available():
+        raise WorkflowError(
+            "config key 'device': cuda was asked for, but torch sees no CUDA GPU on this machine; "
+            "use device=auto (CUDA when available) or device=cpu"
         )
 
 
