@@ -9,16 +9,13 @@ import zlib
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from boneage.files import write_json
 from boneage.images import MAX_PIXELS, ImageError, read_grey
 from boneage.layout import listing_sha256
 
-from .conftest import hand_like, planned_rules, snakemake, write_rsna
+from .conftest import dicom_bytes, hand_like, planned_rules, snakemake, write_rsna
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -31,22 +28,6 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def dicom_declaring(tmp_path, rows: int, columns: int) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = b"\0" * 64
-    path = tmp_path / "huge.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path.read_bytes()
-
-
 def test_images_declaring_too_many_pixels_are_rejected_before_decoding(tmp_path):
     png = tmp_path / "huge.png"
     png.write_bytes(png_header_only(16000, 16000))
@@ -55,7 +36,7 @@ def test_images_declaring_too_many_pixels_are_rejected_before_decoding(tmp_path)
                                          rf"of {MAX_PIXELS:,} pixels"):
         read_grey(png)
     dcm = tmp_path / "huge.dcm"
-    dcm.write_bytes(dicom_declaring(tmp_path, 50000, 50000))
+    dcm.write_bytes(dicom_bytes(tmp_path, np.zeros((4, 8)), declared_shape=(50000, 50000)))
     with pytest.raises(ImageError, match=r"image too large: 50000x50000 px declared in its header"):
         read_grey(dcm)
 

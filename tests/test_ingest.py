@@ -5,41 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from boneage.files import sha256_file
 from boneage.images import ImageError, read_grey, to_uint8
 from boneage.ingest import LabelsError, LayoutError, read_labels, resolve_layout
 from boneage.preprocess import RejectedShareError, Settings, run
 
-from .conftest import hand_like, write_rsna
-
-
-def dicom_bytes(tmp_path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1.0, intercept=0.0,
-                window=None) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path = tmp_path / f"tmp{np.random.randint(1 << 30)}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path.read_bytes()
+from .conftest import dicom_bytes, hand_like, write_rsna
 
 
 def test_missing_column_names_file_and_column(tmp_path):
