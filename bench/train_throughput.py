@@ -33,7 +33,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneage.config import model_list, variant_spec  # noqa: E402
-from boneage.inference import autocast, channels_last, resolve_device, use_bf16, usable_threads  # noqa: E402
+from boneage.files import usable_threads  # noqa: E402
+from boneage.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
 from boneage.models import build_model  # noqa: E402
 from boneage.train import Data, Trainer, TrainSpec, loss_fn  # noqa: E402
 

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from .data import load_images
-from .files import read_json, setup_logging, sha256_file, write_json, write_table
-from .inference import load_model, predict, resolve_device, usable_threads
+from .files import read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
+from .inference import load_model, predict, resolve_device
 from .metrics import fit_bias_correction, summarise
 from .provenance import model_card
 

@@ -96,3 +96,12 @@ def progress(iterable: Iterable, total: int | None = None, desc: str = "", unit:
         dynamic_ncols=interactive,
         ascii=not interactive,
     )
+
+
+def usable_threads(asked: int) -> int:
+    """``asked`` capped at the CPUs this process may run on: more torch threads than cores is slower."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(asked, cores))

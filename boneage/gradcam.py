@@ -20,8 +20,8 @@ from torch import nn
 
 from .data import load_images, resize
 from .evaluate import subset_table
-from .files import setup_logging
-from .inference import load_model, usable_threads
+from .files import setup_logging, usable_threads
+from .inference import load_model
 
 log = logging.getLogger("boneage.gradcam")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,6 @@ from .data import resize, tta_views
 from .models import BoneAgeNet, build_model
 
 MODEL_FORMAT = "boneage-model-v1"
-
-
-def usable_threads(asked: int) -> int:
-    """``asked`` capped at the CPUs this process may run on: more torch threads than cores is slower."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(asked, cores))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -23,9 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .crop import CROP_METHODS, RENDERINGS, HandCropper, remove_markers
-from .files import progress, read_json, setup_logging, sha256_bytes, write_json, write_table
+from .files import progress, read_json, setup_logging, sha256_bytes, usable_threads, write_json, write_table
 from .images import ImageError, check_usable, find_image, inside, read_grey, to_uint8
-from .inference import usable_threads
 from .ingest import REJECT_COLUMNS, read_labels
 
 log = logging.getLogger("boneage.preprocess")

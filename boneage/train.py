@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import Augment, augment, load_images
-from .files import atomic_path, progress, setup_logging, sha256_file, write_json, write_table
-from .inference import (MODEL_FORMAT, autocast, channels_last, predict, resolve_device, use_bf16,
-                        usable_threads)
+from .files import atomic_path, progress, setup_logging, sha256_file, usable_threads, write_json, write_table
+from .inference import MODEL_FORMAT, autocast, channels_last, predict, resolve_device, use_bf16
 from .models import build_model
 
 log = logging.getLogger("boneage.train")
