@@ -62,7 +62,7 @@ def model_only(name: str, spec: TrainSpec, device, steps: int) -> float:
     """Images/s of forward + backward + step on one batch already in memory."""
     model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
     trainer = Trainer(name, spec, Path(tempfile.gettempdir()), device, "bench")
-    opt = trainer._optimizer(model)
+    opt = trainer.make_optimizer(model)
     step_model = torch.compile(model) if spec.compile else model
     b, s = spec.batch_size, spec.input_size
     x = channels_last(torch.rand(b, 1, s, s, device=device))

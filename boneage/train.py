@@ -288,7 +288,7 @@ class Trainer:
         return state
 
     # -- the loop -------------------------------------------------------------------------------
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+    def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         spec = self.spec
         decay, no_decay = [], []
         for p in model.parameters():  # no weight decay on norms and biases
@@ -366,7 +366,7 @@ class Trainer:
         model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        opt = self._optimizer(model)
+        opt = self.make_optimizer(model)
         ema = EMA(model, spec.ema_decay) if spec.ema_decay > 0 else None
         gen = torch.Generator(device=device)
         gen.manual_seed(spec.seed)
