@@ -10,11 +10,9 @@ import numpy as np
 
 from .layout import IMAGE_EXTENSIONS
 
-
-
 # Largest image decoded, in pixels (10,000 x 10,000). Checked from the file's header before any
 # pixel is decoded, so a tiny file that declares a huge image cannot claim memory. RSNA films are
-# about 2,000 x 2,500; a 16-bit 10,000 x 10,000 film preprocesses within the rule's mem_mb.
+# about 2,000 x 2,500 (5 million pixels).
 MAX_PIXELS = 100_000_000
 
 
