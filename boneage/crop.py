@@ -277,7 +277,7 @@ def _background_sigma(hist: np.ndarray, mode: int) -> float:
     return max(1.0, (mode - lo) / 1.1774)  # HWHM of a Gaussian is 1.1774 sigma
 
 
-class _Analysis:
+class Analysis:
     """A radiograph at working size (long side ``CLASSICAL_WORK_SIDE``): its threshold mask, marker
     candidates, the markers safe to paint and the hand found without them."""
 
@@ -377,7 +377,7 @@ class _Analysis:
 
 def marker_boxes(img: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Boxes (in ``img`` pixels) of side markers and labels that lie clear of the hand."""
-    found = _Analysis(img)
+    found = Analysis(img)
     h, w = img.shape[:2]
     s = found.scale
     return [_clip_box(x0 / s, y0 / s, x1 / s, y1 / s, w, h) for x0, y0, x1, y1 in found.markers]
@@ -400,9 +400,9 @@ def remove_markers(img: np.ndarray) -> tuple[np.ndarray, int]:
     return out, len(boxes)
 
 
-def classical_box(img: np.ndarray, margin: float, analysis: _Analysis | None = None):
+def classical_box(img: np.ndarray, margin: float, analysis: Analysis | None = None):
     """Box around the hand by thresholding, or None when nothing plausible is found."""
-    found = analysis or _Analysis(img)
+    found = analysis or Analysis(img)
     if found.hand is None or _area(found.hand[0]) < 0.05 * found.work.size:
         return None
     h, w = img.shape[:2]
@@ -430,7 +430,7 @@ def landmark_box(points: np.ndarray, width: int, height: int, margin: float):
     return _clip_box(*_widen((*pts.min(axis=0), *pts.max(axis=0)), 0.10 + margin), width, height)
 
 
-def check_landmark_box(analysis: _Analysis, box, points: np.ndarray, margin: float, shape):
+def check_landmark_box(analysis: Analysis, box, points: np.ndarray, margin: float, shape):
     """A MediaPipe box checked against the hand that thresholding sees, or None to reject it.
 
     MediaPipe, trained on photographs, sometimes takes the thumb alone or the palm for a whole hand
@@ -521,17 +521,18 @@ class HandCropper:
             pts = np.array([(p.x * work.shape[1], p.y * work.shape[0]) for p in marks]) / scale
             yield Crop(landmark_box(pts, w, h, self.margin), f"mediapipe:{name}", len(marks)), pts
 
-    def __call__(self, img: np.ndarray) -> Crop:
+    def __call__(self, img: np.ndarray, analysis: Analysis | None = None) -> Crop:
+        """The hand's box in ``img``; ``analysis``: its :class:`Analysis` where already made."""
         h, w = img.shape[:2]
         if self.method == "none":
             return Crop((0, 0, w, h), "full")
-        analysis = None  # the classical analysis, made once and only when needed
+        # the classical analysis, made once and only when needed
         refused = 0
         if self._landmarker is not None:
             for crop, points in self.mediapipe_hands(img):
                 box = None
                 if _area(crop.box) >= 0.05 * w * h:
-                    analysis = analysis or _Analysis(img)
+                    analysis = analysis or Analysis(img)
                     box = check_landmark_box(analysis, crop.box, points, self.margin, img.shape)
                 if box is not None:
                     return Crop(box, crop.method, crop.landmarks, refused)

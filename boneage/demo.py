@@ -220,6 +220,43 @@ def render(age_months: float, male: bool, rng: np.random.Generator) -> np.ndarra
     return img
 
 
+def non_hands(seed: int = 0, size: tuple[int, int] = (600, 480)) -> dict[str, np.ndarray]:
+    """Images that are not hand radiographs, by name, for the hand check's tests and benchmark:
+    ramps, noise, a colour picture, blank films, a test pattern, a printed page, a drawn disk."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = {
+        "gradient": (xx / w * 255).astype(np.uint8),
+        "gradient_diagonal": ((xx / w + yy / h) * 127.5).astype(np.uint8),
+        "vignette": (255 * (1 - np.hypot(xx - w / 2, yy - h / 2) / np.hypot(w / 2, h / 2))).astype(np.uint8),
+        "noise_gaussian": np.clip(rng.normal(128, 40, size), 0, 255).astype(np.uint8),
+        "noise_uniform": rng.integers(0, 256, size, dtype=np.uint8),
+        "noise_smooth": cv2.normalize(cv2.GaussianBlur(rng.normal(0, 1, size).astype(np.float32), (0, 0), 12),
+                                      None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8),
+    }
+    photo = np.empty((h, w, 3), np.uint8)
+    photo[:] = (200, 120, 40)
+    cv2.circle(photo, (w // 3, h // 3), min(h, w) // 6, (20, 200, 240), -1)
+    cv2.rectangle(photo, (w // 2, h // 2), (w - 40, h - 40), (60, 30, 220), -1)
+    out["colour_photo"] = cv2.add(photo, rng.integers(0, 30, photo.shape, dtype=np.uint8))
+    film16 = np.full(size, 1200, np.uint16)  # a blank 16-bit film with one odd pixel
+    film16[h // 2, w // 2] = 4000
+    out["film16_one_pixel"] = film16
+    blank = np.full(size, 90, np.uint8)
+    blank[10:14, 10:14] = 200
+    out["blank_with_dot"] = blank
+    out["checkerboard"] = ((yy // 40 + xx // 40) % 2 * 200 + 20).astype(np.uint8)
+    page = np.full(size, 235, np.uint8)
+    for i, y in enumerate(range(40, h - 40, 28)):
+        cv2.putText(page, f"Lorem ipsum dolor sit amet {i}", (30, y), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 20, 2)
+    out["text_page"] = page
+    disk = np.zeros(size, np.uint8)
+    cv2.circle(disk, (w // 2, h // 2), min(h, w) // 3, 200, -1)
+    out["disk"] = cv2.GaussianBlur(disk, (0, 0), 3)
+    return out
+
+
 def sample_labels(n: int, rng: np.random.Generator) -> pd.DataFrame:
     """Ages like RSNA's (median about 11 years, 1-228 months) and 54 % boys."""
     ages = np.clip(np.round(rng.normal(128, 45, n)), 6, 228)

@@ -75,6 +75,27 @@ def find_image(image_dir: str | os.PathLike, image_id: str) -> Path | None:
     return None
 
 
+# A colour image whose channels are not all (nearly) one linear function of its grey: a photograph,
+# not a radiograph. Grey and tinted scans (sepia, blue film) have R^2 of about 1 in every channel.
+MIN_CHANNEL_R2 = 0.9
+
+
+def grey_or_refuse(img: np.ndarray, rgb: bool = False) -> np.ndarray:
+    """A 3-channel image (BGR, or RGB where ``rgb``; alpha already dropped) as grey; ImageError
+    where the channels carry colour. A grey or tinted image stored as colour passes."""
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY if rgb else cv2.COLOR_BGR2GRAY)
+    step = max(1, int(np.sqrt(grey.size / 250_000)))  # about 250,000 pixels decide
+    g = grey[::step, ::step].ravel().astype(np.float64)
+    if g.std() > 0:
+        for c in range(3):
+            ch = img[::step, ::step, c].ravel().astype(np.float64)
+            r2 = np.corrcoef(g, ch)[0, 1] ** 2 if ch.std() > 0 else 0.0
+            if r2 < MIN_CHANNEL_R2:
+                raise ImageError(f"not a hand radiograph: a colour image (a channel follows the grey "
+                                 f"with R^2 {r2:.2f} < {MIN_CHANNEL_R2})")
+    return grey
+
+
 def _read_dicom(data: bytes) -> np.ndarray:
     import io
 
@@ -87,7 +108,7 @@ def _read_dicom(data: bytes) -> np.ndarray:
     except Exception as exc:  # pydicom raises many types for bad files
         raise ImageError(f"undecodable DICOM: {exc}") from exc
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
-        pixels = cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        pixels = grey_or_refuse(pixels[:, :, :3].astype(np.uint8), rgb=True)
     elif pixels.ndim != 2:
         raise ImageError(f"DICOM has {pixels.ndim} dimensions (multi-frame?); expected one 2-D image")
     img = apply_modality_lut(pixels, ds).astype(np.float32)
@@ -102,7 +123,8 @@ def read_grey(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     """Decode an image file (or its bytes, already read) to a 2-D array.
 
     Returns uint8 or uint16 for PNG/JPEG/WebP, float32 for DICOM (modality LUT and windowing
-    applied, MONOCHROME1 inverted). Raises ImageError with a reason a user can act on.
+    applied, MONOCHROME1 inverted). Raises ImageError with a reason a user can act on, also for a
+    colour image (see :func:`grey_or_refuse`).
     """
     path = Path(path)
     if data is None:
@@ -119,7 +141,7 @@ def read_grey(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     if img.ndim == 3:
         if img.shape[2] == 4:
             img = img[:, :, :3]
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        img = grey_or_refuse(img)
     return img
 
 

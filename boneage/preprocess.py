@@ -1,6 +1,7 @@
 """Stage 2, preprocess: every radiograph to a hand-cropped, CLAHE-equalised, square 8-bit PNG.
 
-Per image: decode (8/16-bit PNG, JPEG, WebP, DICOM) -> window to 8 bit -> hand crop (MediaPipe,
+Per image: decode (8/16-bit PNG, JPEG, WebP, DICOM) -> window to 8 bit -> hand check (images that
+are not hand radiographs become rejects, :mod:`boneage.handcheck`) -> hand crop (MediaPipe,
 classical fallback) -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square
 -> PNG. The parquet index lists every written image with its label, crop method, crop box, source
 hash and sizes. Bad rows and images go to ``rejects.csv`` with the reason; the stage fails only when
@@ -22,15 +23,17 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .crop import CROP_METHODS, RENDERINGS, HandCropper, remove_markers
+from . import handcheck
+from .crop import CROP_METHODS, RENDERINGS, Analysis, HandCropper, remove_markers
 from .files import progress, read_json, setup_logging, sha256_bytes, usable_threads, write_json, write_table
 from .images import ImageError, check_usable, find_image, inside, read_grey, to_uint8
 from .ingest import REJECT_COLUMNS, read_labels
 
 log = logging.getLogger("boneage.preprocess")
 
-STEPS = ("read", "decode", "crop", "resize", "clahe", "encode")
+STEPS = ("read", "decode", "check", "crop", "resize", "clahe", "encode")
 THUMBNAIL_PX = 400  # long side of the contact sheet's source images
+DOUBTS_LISTED = 100  # doubtful images named in the summary and the report
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Settings:
     clahe_tile_grid: int = 8
     hand_model: str | None = None
     mediapipe_renderings: tuple[str, ...] = RENDERINGS
+    hand_check: bool = True
 
 
 class RejectedShareError(RuntimeError):
@@ -81,7 +85,16 @@ def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple
     t["decode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    crop = cropper(img)
+    analysis, doubt = None, None
+    if settings.hand_check:
+        analysis = Analysis(img)  # the crop reuses it
+        reason, doubt = handcheck.check(img, analysis)
+        if reason:
+            raise ImageError(reason)
+    t["check"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    crop = cropper(img, analysis)
     x0, y0, x1, y1 = crop.box
     cut = img[y0:y1, x0:x1]
     markers = 0
@@ -109,6 +122,7 @@ def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple
         "landmarks": int(crop.landmarks),
         "mediapipe_refused": int(crop.refused),
         "markers_removed": int(markers),
+        "hand_doubt": doubt or "",
         "height_after": int(out.shape[0]),
         "width_after": int(out.shape[1]),
     }
@@ -269,19 +283,26 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
 
     qc = out_dir / "qc"
     method_table = (
-        index.assign(refused=index["mediapipe_refused"] > 0)
+        index.assign(refused=index["mediapipe_refused"] > 0, doubt=index["hand_doubt"] != "")
         .groupby("crop_method")
-        .agg(images=("id", "size"), mediapipe_hand_refused=("refused", "sum"))
+        .agg(images=("id", "size"), mediapipe_hand_refused=("refused", "sum"), hand_doubt=("doubt", "sum"))
         .reset_index()
         if len(index)
-        else pd.DataFrame(columns=["crop_method", "images", "mediapipe_hand_refused"])
+        else pd.DataFrame(columns=["crop_method", "images", "mediapipe_hand_refused", "hand_doubt"])
     )
     method_table.insert(2, "share", (method_table["images"].astype(float) / max(1, len(index))).round(4))
     write_table(method_table, qc / "crop_methods.csv")
+    doubts = index[index["hand_doubt"] != ""] if len(index) else index
+    for r in doubts.itertuples():
+        log.warning("kept but doubtful id=%s file=%s: %s", r.id, r.source_file, r.hand_doubt)
     summary = {
         "settings": asdict(settings),
         "images_written": int(len(index)),
         "rows_rejected": int(len(rejects)),
+        "hand_doubts": int(len(doubts)),
+        # the first ones, for the report; the index's hand_doubt column holds them all
+        "hand_doubt_examples": [{"id": r.id, "file": r.source_file, "doubt": r.hand_doubt}
+                                for r in doubts.head(DOUBTS_LISTED).itertuples()],
         "timing": summarise_timing(timings, wall, threads),
     }
     write_json(out_dir / "preprocess_summary.json", summary)
@@ -315,6 +336,8 @@ def main(argv=None) -> None:
     parser.add_argument("--keep-markers", action="store_true", help="do not paint out side markers")
     parser.add_argument("--clahe-clip-limit", type=float, default=Settings.clahe_clip_limit)
     parser.add_argument("--clahe-tile-grid", type=int, default=Settings.clahe_tile_grid)
+    parser.add_argument("--no-hand-check", action="store_true",
+                        help="keep images that do not look like hand radiographs")
     parser.add_argument("--hand-model", default=None, help="hand_landmarker.task (default: packaged)")
     parser.add_argument("--max-reject-fraction", type=float, default=0.05)
     parser.add_argument("--contact-sheet-n", type=int, default=24)
@@ -325,7 +348,7 @@ def main(argv=None) -> None:
     setup_logging()
     settings = Settings(args.image_size, args.crop_method, args.crop_margin, not args.keep_markers,
                         args.clahe_clip_limit, args.clahe_tile_grid, args.hand_model,
-                        tuple(args.mediapipe_renderings))
+                        tuple(args.mediapipe_renderings), not args.no_hand_check)
     try:
         run(Path(args.dataset), Path(args.out_dir), settings, args.threads,
             args.max_reject_fraction, args.contact_sheet_n,

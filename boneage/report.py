@@ -292,6 +292,9 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
         lines += [f"  {row.stage:<28} {row.seconds:6.1f}" for row in times.itertuples()]
     lines.append(f"Rejected: {len(tables['rejects'])} rows, each with its reason in "
                  f"{preprocess_dir / 'rejects.csv'}")
+    if pre.get("hand_doubts"):
+        lines.append(f"Kept with a doubt (perhaps not a hand radiograph): {pre['hand_doubts']} images, "
+                     "listed in the report")
     lines.append(f"Report: {out_dir / 'index.html'}")
     (out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", out_dir / "index.html", metrics[best]["test"]["mae"], best)
@@ -299,6 +302,18 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
 
 def _figure(src: str, caption: str) -> str:
     return f'<figure><img src="{src}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _doubts(pre: dict) -> str:
+    """The preprocess summary's doubtful images (see boneage.handcheck) as a paragraph and table."""
+    n = pre.get("hand_doubts", 0)
+    if not n:
+        return "<p>None.</p>"
+    shown = pd.DataFrame(pre["hand_doubt_examples"])
+    more = f" The first {len(shown)} are listed; " if n > len(shown) else " "
+    return (f"<p>{n} images passed the hand check with a doubt and were trained on.{more}the "
+            "<code>hand_doubt</code> column of the preprocess index has them all. Look at them; "
+            "remove their rows where they are not hand radiographs.</p>" + _html_table(shown))
 
 
 def _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds) -> str:
@@ -343,6 +358,8 @@ def _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds)
         _figure("figures/contact_sheet.png", "Random crops: source with the crop box and winning method (left), model input (right)."),
         "<h3>Rejected rows and images</h3>",
         _html_table(rej) if len(rej) else "<p>None.</p>",
+        "<h3>Kept, but perhaps not hand radiographs</h3>",
+        _doubts(pre),
         "<h2>Data split</h2>", _html_table(tables["split"]),
         "<h2>Run facts</h2>", _html_table(pd.DataFrame({"fact": list(facts), "value": list(map(str, facts.values()))})),
         "<h3>Time per stage</h3>", _html_table(tables["stage_times"]) if len(tables["stage_times"]) else "<p>No benchmark files.</p>",

@@ -40,6 +40,7 @@ rule preprocess:
         crop_margin=config["preprocess"]["crop_margin"],
         renderings=" ".join(config["preprocess"]["mediapipe_renderings"]),
         markers="" if config["preprocess"]["remove_markers"] else "--keep-markers",
+        hand_check="" if config["preprocess"]["hand_check"] else "--no-hand-check",
         clip=config["preprocess"]["clahe_clip_limit"],
         tiles=config["preprocess"]["clahe_tile_grid"],
         hand_model=(
@@ -53,7 +54,7 @@ rule preprocess:
         "python -m boneage.preprocess --dataset {input} --out-dir results/preprocess "
         "--image-size {params.image_size} --crop-method {params.crop_method} "
         "--crop-margin {params.crop_margin} --mediapipe-renderings {params.renderings} "
-        "{params.markers} {params.hand_model} "
+        "{params.markers} {params.hand_check} {params.hand_model} "
         "--clahe-clip-limit {params.clip} --clahe-tile-grid {params.tiles} "
         "--max-reject-fraction {params.max_reject} --contact-sheet-n {params.sheet_n} "
         "--kept-rejects results/logs/preprocess/rejects.csv "
