@@ -7,4 +7,4 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11 or newer needed, found {sys.version}"'
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
-.venv/bin/python -c 'import torch, cv2, mediapipe, pytorch_grad_cam, snakemake; print(f"ready: torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")'
+.venv/bin/python -c 'import torch, cv2, mediapipe, scipy, snakemake; print(f"ready: torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")'

@@ -40,6 +40,12 @@ class Augment:
         return cls(**d)
 
 
+def subset_table(index: pd.DataFrame, split: pd.DataFrame, subsets=("val", "test")) -> pd.DataFrame:
+    """The index rows of the split's ``subsets``, with a ``subset`` column, sorted by subset and id."""
+    merged = index.astype({"id": str}).merge(split[["id", "subset"]].astype({"id": str}), on="id")
+    return merged[merged["subset"].isin(subsets)].sort_values(["subset", "id"]).reset_index(drop=True)
+
+
 def load_images(index: pd.DataFrame, root: str | Path, threads: int = 8) -> torch.Tensor:
     """Read the index's PNGs into one (N, 1, S, S) uint8 tensor, in index order."""
     root = Path(root)

@@ -21,18 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import load_images
+from .data import load_images, subset_table
 from .files import read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
 from .inference import load_model, predict, resolve_device
 from .metrics import fit_bias_correction, summarise
 from .provenance import model_card
 
 log = logging.getLogger("boneage.evaluate")
-
-
-def subset_table(index: pd.DataFrame, split: pd.DataFrame, subsets=("val", "test")) -> pd.DataFrame:
-    merged = index.astype({"id": str}).merge(split[["id", "subset"]].astype({"id": str}), on="id")
-    return merged[merged["subset"].isin(subsets)].sort_values(["subset", "id"]).reset_index(drop=True)
 
 
 def train_mean(index: pd.DataFrame, split: pd.DataFrame) -> float:

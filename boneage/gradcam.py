@@ -1,47 +1,163 @@
-"""Grad-CAM panels: where a variant looks when it estimates bone age.
+"""Grad-CAM of each variant: signed maps, a sanity check, population maps and the hand's share.
 
-Uses pytorch-grad-cam (PyPI package grad-cam) on the last convolutional feature map. The target is
-the scalar regression output, so a map shows the regions whose features raise the predicted age.
-Models with a sex input are wrapped so that each image is explained with its own sex bound. Each
-map is normalised to its own maximum: colours compare regions within one image, not across images.
+The model's output is one number, the estimated age, so the map keeps Grad-CAM's sign: with
+channel weights w_k (the gradient of the output with respect to feature map A_k, averaged over the
+map), the map is sum_k w_k A_k without the usual ReLU. Red regions raise the estimate, blue ones
+lower it; with the ReLU, an image whose features all lower the estimate (the youngest children)
+would get a blank map, indistinguishable from a broken one. Each map is divided by its largest
+absolute value, so colours compare regions within one image.
+
+The layer is the deepest stage output whose map has at least ``MIN_CAM_SIDE`` cells a side at the
+model's input size (ResNet-18 at 96 px: layer2, 12x12; at 299 px: layer3, 19x19), not the last
+one, whose 3x3 or 4x4 grid makes blocks. Models with a sex input are explained with each image's
+own sex.
+
+Written per variant (``--out-dir``, file names below):
+
+* ``<v>.png`` and ``<v>.npz``: the panel (test images across ages, girls and boys) and its maps
+  (ids, signed maps at input size, the randomised model's maps, predictions, layer);
+* ``<v>_sanity.png``: the sanity check of Adebayo et al. (NeurIPS 2018): Spearman correlation
+  between the maps of the trained model and of a copy with re-initialised weights, per panel image.
+  Maps that barely change (mean correlation above ``SANITY_MAX_RHO``) explain the architecture or
+  the image, not what was learned, and the variant is flagged;
+* ``<v>_population.png`` and ``.npz``: the mean map over the test split per sex and developmental
+  stage, on the mean image of the group (crops are aligned by preprocessing: hand centred, long
+  side filling the square);
+* ``<v>_test.csv``: per test image, the share of the map's absolute mass inside the hand (the
+  thresholded hand of the classical crop analysis) and the hand's share of the image;
+* ``<v>.json``: the layer, the sanity check and the hand share, for the report. A variant whose
+  maps put less of their mass on the hand than the hand's share of the image (no better than a
+  uniform map) is flagged as looking at the background.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
 from torch import nn
 
-from .data import load_images, resize
-from .evaluate import subset_table
-from .files import setup_logging, usable_threads
+from .crop import Analysis
+from .data import load_images, resize, subset_table
+from .figures import pyplot, save
+from .files import setup_logging, usable_threads, write_json, write_table
 from .inference import load_model
+from .metrics import STAGES, stage_of
 
 log = logging.getLogger("boneage.gradcam")
 
-
-class SexBound(nn.Module):
-    """The model with the sex input fixed, returning (B, 1) as Grad-CAM expects."""
-
-    def __init__(self, model: nn.Module, male: torch.Tensor):
-        super().__init__()
-        self.model, self.male = model, male
-
-    def forward(self, x):
-        return self.model(x, self.male).unsqueeze(1)
+MIN_CAM_SIDE = 12
+SANITY_MAX_RHO = 0.5
+SANITY_SEED = 0
+BATCH = 32
+DIVERGING = "RdBu_r"  # blue lowers the estimate, red raises it
 
 
-class RegressionTarget:
-    """Grad-CAM target: the predicted value itself (one scalar output per image)."""
+def choose_layer(model: nn.Module, size: int) -> tuple[str, tuple[int, int]]:
+    """(name, (h, w)) of the deepest candidate layer with at least ``MIN_CAM_SIDE`` cells a side
+    at input ``size``; the shallowest candidate where none has."""
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, int]] = {}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[-2:])))
+             for n in model.gradcam_layers()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, size, size), torch.zeros(1))
+    finally:
+        for h in hooks:
+            h.remove()
+    names = model.gradcam_layers()
+    for name in names:
+        if min(shapes[name]) >= MIN_CAM_SIDE:
+            return name, shapes[name]
+    return names[-1], shapes[names[-1]]
 
-    def __call__(self, output):
-        return output[..., 0] if output.ndim else output
+
+def signed_cam(model: nn.Module, layer: str, x: torch.Tensor, male: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(signed Grad-CAM maps (B, h, w) at the layer's resolution, outputs (B,) in standard units)."""
+    store = {}
+
+    def hook(module, inputs, output):
+        store["a"] = output
+        return output.clone()  # later in-place ops (DenseNet's final ReLU) must not touch it
+
+    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            out = model(x, male)
+            grads = torch.autograd.grad(out.sum(), store["a"])[0]  # eval mode: images independent
+    finally:
+        handle.remove()
+    a = store["a"].detach().float()
+    cams = (grads.float().mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)
+    return cams.numpy(), out.detach().float().numpy()
+
+
+def upsample(cams: np.ndarray, size: int) -> np.ndarray:
+    """Maps to ``size`` x ``size`` (bilinear), each divided by its largest absolute value."""
+    up = F.interpolate(torch.from_numpy(cams)[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    peak = up.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    return (up / peak).numpy()
+
+
+def randomised(model: nn.Module, seed: int = SANITY_SEED) -> nn.Module:
+    """A copy of ``model`` with every layer re-initialised (the global random state is kept)."""
+    copy_ = copy.deepcopy(model)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in copy_.modules():
+            if module is not copy_ and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return copy_.eval()
+
+
+def rank_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of |a_i| and |b_i| per map (0 where either map is constant)."""
+    out = []
+    for x, y in zip(a, b):
+        x, y = np.abs(x).ravel(), np.abs(y).ravel()
+        out.append(0.0 if x.std() == 0 or y.std() == 0 else float(spearmanr(x, y).statistic))
+    return np.array(out)
+
+
+def sanity(trained: np.ndarray, random: np.ndarray) -> dict:
+    """The sanity check's verdict from the maps (same images, same layer) of the trained model and
+    of its randomised copy."""
+    rho = rank_correlations(trained, random)
+    mean = float(np.mean(rho)) if len(rho) else 0.0
+    return {"spearman_per_image": [round(float(r), 4) for r in rho], "spearman_mean": round(mean, 4),
+            "threshold": SANITY_MAX_RHO, "trustworthy": bool(mean <= SANITY_MAX_RHO), "seed": SANITY_SEED}
+
+
+def hand_masks(grey_u8: np.ndarray) -> np.ndarray:
+    """(N, S, S) bool: the hand in each model input, as the classical crop analysis finds it
+    (all False where it finds none)."""
+    out = np.zeros(grey_u8.shape, bool)
+    for k, img in enumerate(grey_u8):
+        found = Analysis(img).hand
+        if found is not None:
+            grown = found[1].astype(np.uint8)
+            out[k] = cv2.resize(grown, img.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    return out
+
+
+def hand_shares(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(share of each map's absolute mass inside the hand, hand's share of the image); NaN where
+    no hand was found."""
+    mass = np.abs(maps)
+    found = masks.any(axis=(1, 2))
+    inside = (mass * masks).sum(axis=(1, 2)) / np.maximum(mass.sum(axis=(1, 2)), 1e-12)
+    area = masks.mean(axis=(1, 2))
+    return np.where(found, inside, np.nan), np.where(found, area, np.nan)
 
 
 def pick_examples(rows: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -60,53 +176,164 @@ def pick_examples(rows: pd.DataFrame, n: int) -> pd.DataFrame:
     return rows.loc[chosen]
 
 
-def cam_maps(model, meta: dict, images_u8: torch.Tensor, male: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(grey images in [0, 1], CAM maps in [0, 1], predictions in months) at the model's input size."""
-    from pytorch_grad_cam import GradCAM
-
-    size = meta["spec"]["input_size"]
-    x = resize(images_u8, size)
-    wrapped = SexBound(model.float().eval(), male.float())
-    with GradCAM(model=wrapped, target_layers=[model.gradcam_layer()]) as cam:
-        maps = cam(input_tensor=x, targets=[RegressionTarget()] * x.shape[0])
-        pred = cam.outputs.detach().float().squeeze(1).numpy()
-    months = pred * meta["target_std"] + meta["target_mean"]
-    return x[:, 0].numpy(), maps, months
+def _overlay(ax, grey: np.ndarray, cam: np.ndarray, peak: float = 1.0):
+    """Grey image with the signed map on top, more opaque where the map is stronger."""
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
+    alpha = np.clip(np.abs(cam) / peak, 0, 1) * 0.75
+    return ax.imshow(cam, cmap=DIVERGING, vmin=-peak, vmax=peak, alpha=alpha)
 
 
-def panel(index_path: Path, split_path: Path, model_path: Path, out: Path, n_images: int = 8,
-          cols: int = 4) -> None:
-    import matplotlib
+def _colorbar(fig, mappable, axes):
+    bar = fig.colorbar(mappable, ax=list(axes), shrink=0.6, ticks=[-1, 0, 1])
+    bar.ax.set_yticklabels(["lowers", "0", "raises"])
+    bar.set_label("effect on the estimated age", fontsize=8)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    model, meta = load_model(model_path, "cpu")
-    index = pd.read_parquet(index_path)
-    split = pd.read_csv(split_path, dtype={"id": str})
-    rows = pick_examples(subset_table(index, split, ("test",)), n_images)
-    images = load_images(rows, index_path.parent, threads=2)
-    male = torch.tensor(rows["male"].to_numpy(np.float32))
-    grey, maps, months = cam_maps(model, meta, images, male)
-
+def fig_panel(rows, grey, maps, months, title, out) -> list[str]:
+    plt = pyplot()
+    cols = 4
     n_rows = int(np.ceil(len(rows) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 2.3, n_rows * 2.9), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 2.3 + 0.8, n_rows * 2.7),
+                             squeeze=False, layout="constrained")
+    shown = None
     for ax in axes.flat:
         ax.axis("off")
     for k, row in enumerate(rows.itertuples()):
-        rgb = np.repeat(grey[k][:, :, None], 3, axis=2).astype(np.float32)
-        overlay = show_cam_on_image(rgb, maps[k], use_rgb=True, image_weight=0.6)
-        ax = axes.flat[k]
-        ax.imshow(overlay)
-        ax.set_title(f"{'boy' if row.male else 'girl'}: true {row.boneage:.0f} mo\n"
-                     f"predicted {months[k]:.0f} mo", fontsize=8)
-    fig.suptitle(f"Grad-CAM, {meta['variant']} (test images; each map normalised on its own)", fontsize=9)
-    fig.tight_layout(h_pad=1.2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    log.info("wrote %s", out)
+        shown = _overlay(axes.flat[k], grey[k], maps[k])
+        axes.flat[k].set_title(f"{'boy' if row.male else 'girl'}, true {row.boneage:.0f} mo\n"
+                               f"predicted {months[k]:.0f} mo", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    if shown is not None:
+        _colorbar(fig, shown, axes.flat)
+    return save(fig, out, dpi=120)
+
+
+def fig_sanity(rows, grey, maps, random_maps, rho, title, out) -> list[str]:
+    plt = pyplot()
+    n = min(4, len(rows))
+    fig, axes = plt.subplots(2, n, figsize=(n * 2.3 + 0.8, 5.2), squeeze=False,
+                             layout="constrained")
+    shown = None
+    for k in range(n):
+        for r, (m, label) in enumerate(((maps[k], "trained"), (random_maps[k], "random weights"))):
+            ax = axes[r, k]
+            ax.axis("off")
+            shown = _overlay(ax, grey[k], m)
+            ax.set_title(f"{label}" + (f", rho {rho[k]:.2f}" if r else f": {rows.iloc[k].boneage:.0f} mo"), fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _colorbar(fig, shown, axes.flat)
+    return save(fig, out, dpi=120)
+
+
+def fig_population(groups: dict, title: str, out) -> list[str]:
+    """``groups``: ``<girls|boys>_<stage>`` -> (mean image, mean map, n)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(STAGES), figsize=(len(STAGES) * 2.5 + 0.8, 5.6),
+                             squeeze=False, layout="constrained")
+    peak = max([np.abs(g[1]).max() for g in groups.values() if g[2]] + [1e-12])
+    shown = None
+    for r, sex in enumerate(("girls", "boys")):
+        for c, stage in enumerate(STAGES):
+            ax = axes[r, c]
+            ax.axis("off")
+            image, cam, n = groups[f"{sex}_{stage}"]
+            if n:
+                shown = _overlay(ax, image, cam, peak)
+            else:
+                ax.text(0.5, 0.5, "no test images", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_title(f"{sex}, {stage} (n={n})", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(axes.flat), shrink=0.6)
+        bar.set_label("mean effect (blue lowers, red raises)", fontsize=8)
+    return save(fig, out, dpi=120)
+
+
+def group_keys(test: pd.DataFrame, thresholds) -> np.ndarray:
+    """Each test image's population group, ``<girls|boys>_<stage>``."""
+    stages = stage_of(test["boneage"].to_numpy(), thresholds)
+    return np.array([f"{'boys' if m else 'girls'}_{s}" for m, s in zip(test["male"], stages)])
+
+
+GROUPS = [f"{sex}_{stage}" for sex in ("girls", "boys") for stage in STAGES]
+
+
+def maps_of_test_split(model, layer: str, images_u8: torch.Tensor, male: torch.Tensor, size: int, keys: np.ndarray):
+    """Maps of every test image, batch by batch so that memory stays small: (outputs in standard
+    units, hand mass share, hand area share, {group: [sum of images, sum of maps, n]})."""
+    sums = {g: [np.zeros((size, size)), np.zeros((size, size)), 0] for g in GROUPS}
+    outs, inside, area = [], [], []
+    for s in range(0, len(images_u8), BATCH):
+        x = resize(images_u8[s:s + BATCH], size)
+        raw, out = signed_cam(model, layer, x, male[s:s + BATCH])
+        maps, grey = upsample(raw, size), x[:, 0].numpy()
+        i, a = hand_shares(maps, hand_masks((grey * 255).round().astype(np.uint8)))
+        outs.append(out)
+        inside.append(i)
+        area.append(a)
+        for k, key in enumerate(keys[s:s + BATCH]):
+            sums[key][0] += grey[k]
+            sums[key][1] += maps[k]
+            sums[key][2] += 1
+    return np.concatenate(outs), np.concatenate(inside), np.concatenate(area), sums
+
+
+def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_images: int = 8,
+        thresholds=(120.0, 216.0), threads: int = 2) -> dict:
+    """Every output of the module docstring for one variant; returns the summary."""
+    model, meta = load_model(model_path, "cpu")
+    model = model.float().to(memory_format=torch.contiguous_format)
+    variant, size = meta["variant"], meta["spec"]["input_size"]
+    layer, cells = choose_layer(model, size)
+    test = subset_table(pd.read_parquet(index_path), pd.read_csv(split_path, dtype={"id": str}), ("test",))
+    images = load_images(test, index_path.parent, threads=threads)
+    male = torch.tensor(test["male"].to_numpy(np.float32))
+    log.info("%s: Grad-CAM at %s (%dx%d cells) on %d test images", variant, layer, *cells, len(test))
+    keys = group_keys(test, thresholds)
+    out, inside, area, sums = maps_of_test_split(model, layer, images, male, size, keys)
+    months = out * meta["target_std"] + meta["target_mean"]
+    write_table(test[["id", "male", "boneage"]].assign(
+        group=keys, predicted=months.round(2), hand_mass_share=inside.round(4), hand_area_share=area.round(4)),
+        out_dir / f"{variant}_test.csv")
+    groups = {g: (v[0] / max(1, v[2]), v[1] / max(1, v[2]), v[2]) for g, v in sums.items()}
+    np.savez_compressed(out_dir / f"{variant}_population.npz", **{g: v[1].astype(np.float32) for g, v in groups.items()},
+                        **{f"{g}_n": v[2] for g, v in groups.items()})
+
+    rows = pick_examples(test, n_images)
+    at = torch.as_tensor(test.set_index("id").index.get_indexer(rows["id"]))
+    x = resize(images[at], size)
+    raw, _ = signed_cam(model, layer, x, male[at])
+    random_raw, _ = signed_cam(randomised(model), layer, x, male[at])
+    check = sanity(raw, random_raw)
+    maps, random_maps, grey = upsample(raw, size), upsample(random_raw, size), x[:, 0].numpy()
+    np.savez_compressed(out_dir / f"{variant}.npz", ids=rows["id"].to_numpy(str), maps=maps.astype(np.float32),
+                        random_maps=random_maps.astype(np.float32), predicted_months=months[at.numpy()], layer=layer)
+
+    where = f"{layer.removeprefix('backbone.')}, {cells[0]}x{cells[1]} cells"
+    verdict = ("maps depend on the learned weights" if check["trustworthy"]
+               else "UNTRUSTWORTHY: maps barely depend on the weights")
+    cut = fig_panel(rows, grey, maps, months[at.numpy()],
+                    f"Grad-CAM, {variant} ({where}); red raises the estimate, blue lowers it", out_dir / f"{variant}.png")
+    cut += fig_sanity(rows, grey, maps, random_maps, check["spearman_per_image"],
+                      f"Sanity check, {variant}: mean rank correlation with random weights "
+                      f"{check['spearman_mean']:.2f} (threshold {SANITY_MAX_RHO}): {verdict}",
+                      out_dir / f"{variant}_sanity.png")
+    cut += fig_population(groups, f"Mean Grad-CAM of {variant} on {len(test)} test images, by sex and stage",
+                          out_dir / f"{variant}_population.png")
+    for title in cut:
+        log.warning("figure title wider than its axes even when wrapped: %r", title)
+    mass, hand = float(np.nanmean(inside)), float(np.nanmean(area))
+    summary = {
+        "variant": variant, "layer": layer, "cells": list(cells), "input_size": size,
+        "panel_ids": rows["id"].tolist(), "sanity": check,
+        "hand": {"images": int(np.isfinite(inside).sum()), "mass_share_mean": round(mass, 4),
+                 "area_share_mean": round(hand, 4), "looks_at_background": bool(mass < hand)},
+        "population": {g: v[2] for g, v in groups.items()},
+    }
+    write_json(out_dir / f"{variant}.json", summary)
+    log.info("%s: sanity rho %.2f (%s), hand mass %.2f vs hand area %.2f", variant, check["spearman_mean"],
+             "ok" if check["trustworthy"] else "FLAGGED", mass, hand)
+    return summary
 
 
 def main(argv=None) -> None:
@@ -114,13 +341,16 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--index", required=True)
     parser.add_argument("--split", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out-dir", required=True, help="folder for <variant>.png, .npz, .json, ...")
     parser.add_argument("--n-images", type=int, default=8)
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=[120.0, 216.0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
-    torch.set_num_threads(usable_threads(args.threads))
-    panel(Path(args.index), Path(args.split), Path(args.model), Path(args.out), args.n_images)
+    threads = usable_threads(args.threads)
+    torch.set_num_threads(threads)
+    run(Path(args.index), Path(args.split), Path(args.model), Path(args.out_dir), args.n_images,
+        tuple(args.stage_thresholds), threads)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ class EfficientNetLite0(nn.Module):
 
 
 class _LiteBackbone(nn.Module):
-    """EfficientNet-Lite0 features, pooled; ``head_act`` is the Grad-CAM layer."""
+    """EfficientNet-Lite0 features, pooled; ``head_act`` marks the last feature map for Grad-CAM."""
 
     def __init__(self, net: EfficientNetLite0):
         super().__init__()
@@ -257,13 +257,17 @@ class BoneAgeNet(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             return self.head(features.float()).squeeze(1)
 
-    def gradcam_layer(self) -> nn.Module:
-        """The last convolutional feature map, for Grad-CAM."""
+    def gradcam_layers(self) -> list[str]:
+        """Names (as in ``named_modules``) of the feature maps Grad-CAM may use, deepest first:
+        each a stage's output, at twice the resolution of the one before it."""
         if self.arch.startswith("resnet"):
-            return self.backbone.layer4
+            return ["backbone.layer4", "backbone.layer3", "backbone.layer2"]
         if self.arch == "densenet121":
-            return self.backbone.features
-        return self.backbone.head_act
+            return ["backbone.features", "backbone.features.denseblock3", "backbone.features.denseblock2"]
+        blocks = self.backbone.net._blocks
+        # EfficientNet-Lite0: the head's activation, then the last block before each stride-2 block
+        ends = [i - 1 for i, b in enumerate(blocks) if b._depthwise_conv.stride[0] == 2 and i > 0]
+        return ["backbone.head_act"] + [f"backbone.net._blocks.{i}" for i in reversed(ends)][:2]
 
 
 def load_weights(model: BoneAgeNet, path: str | Path) -> None:

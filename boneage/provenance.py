@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "opencv-contrib-python", "opencv-python",
-            "opencv-python-headless", "mediapipe", "grad-cam", "snakemake", "pydicom", "pyarrow")
+            "mediapipe", "snakemake", "pydicom", "pyarrow")
 
 
 def package_versions(names=PACKAGES) -> dict:

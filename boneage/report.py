@@ -17,36 +17,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .figures import grid, pyplot, save
 from .files import read_json, setup_logging, write_table
 from .metrics import STAGES, by_age_bin
 from .provenance import git_commit, package_versions
 
 log = logging.getLogger("boneage.report")
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 110})
-    return plt
+GRADCAM_FIGURES = ("", "_sanity", "_population")  # <variant><suffix>.png from the Grad-CAM stage
 
 
-def _grid(n: int, width: float = 3.4, height: float = 3.2):
-    plt = _plt()
-    cols = min(n, 3)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    return fig, axes.flat
-
-
-def _save(fig, out: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(out)
-    _plt().close(fig)
+def gradcam_table(cams: dict[str, dict]) -> pd.DataFrame:
+    """One row per variant: layer, sanity check and the maps' share on the hand, with flags."""
+    rows = []
+    for name, c in cams.items():
+        s, h = c["sanity"], c["hand"]
+        flags = ([] if s["trustworthy"] else ["maps barely depend on the weights"]) + \
+            (["looks at the background"] if h["looks_at_background"] else [])
+        rows.append({
+            "model": name, "layer": f"{c['layer'].removeprefix('backbone.')} ({c['cells'][0]}x{c['cells'][1]})",
+            "rank corr. with random weights": s["spearman_mean"], "sanity threshold": s["threshold"],
+            "map mass on the hand": h["mass_share_mean"], "hand share of image": h["area_share_mean"],
+            "flag": "; ".join(flags) or "none",
+        })
+    return pd.DataFrame(rows, columns=["model", "layer", "rank corr. with random weights", "sanity threshold",
+                                       "map mass on the hand", "hand share of image", "flag"])
 
 
 def metrics_table(metrics: dict[str, dict], subset: str) -> pd.DataFrame:
@@ -79,7 +74,7 @@ def _test(pred: pd.DataFrame) -> pd.DataFrame:
 
 
 def fig_comparison(metrics, out):
-    plt = _plt()
+    plt = pyplot()
     names = list(metrics)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 3.4))
     test = [metrics[n]["test"]["mae"] for n in names]
@@ -95,11 +90,11 @@ def fig_comparison(metrics, out):
     ax.set_ylabel("mean absolute error (months)")
     ax.set_title("Variants compared (lower is better)")
     ax.legend(fontsize=7)
-    _save(fig, out)
+    return save(fig, out)
 
 
 def fig_pred_vs_true(preds, metrics, out):
-    fig, axes = _grid(len(preds))
+    fig, axes = grid(len(preds))
     for ax, (name, p) in zip(axes, preds.items()):
         t = _test(p)
         for male, color, label in ((False, "#e377c2", "girls"), (True, "#1f77b4", "boys")):
@@ -110,11 +105,11 @@ def fig_pred_vs_true(preds, metrics, out):
                ylabel="predicted bone age (months)",
                title=f"{name}\nMAE {metrics[name]['test']['mae']:.1f}, R² {metrics[name]['test']['r2']:.3f}")
         ax.legend(fontsize=7, loc="upper left")
-    _save(fig, out)
+    return save(fig, out)
 
 
 def fig_bland_altman(preds, out):
-    fig, axes = _grid(len(preds))
+    fig, axes = grid(len(preds))
     for ax, (name, p) in zip(axes, preds.items()):
         t = _test(p)
         mean = (t["pred"] + t["boneage"]) / 2
@@ -128,11 +123,11 @@ def fig_bland_altman(preds, out):
                ylabel="predicted − reference (months)",
                title=f"{name}\nlimits of agreement ±{1.96 * sd:.1f}")
         ax.legend(fontsize=7)
-    _save(fig, out)
+    return save(fig, out)
 
 
 def fig_error_by_age(preds, bin_months, out):
-    fig, axes = _grid(len(preds), width=4.2)
+    fig, axes = grid(len(preds), width=4.2)
     for ax, (name, p) in zip(axes, preds.items()):
         t = _test(p).assign(err=lambda d: (d["pred"] - d["boneage"]).abs(),
                             age_bin=lambda d: (np.floor(d["boneage"] / bin_months) * bin_months).astype(int))
@@ -149,11 +144,11 @@ def fig_error_by_age(preds, bin_months, out):
         ax.set_xticks(range(len(bins)), [f"{b}-{b + int(bin_months)}" for b in bins], rotation=45, fontsize=7)
         ax.set(xlabel="reference bone age bin (months)", ylabel="absolute error (months)",
                title=f"{name} (pink: girls, blue: boys)")
-    _save(fig, out)
+    return save(fig, out)
 
 
 def fig_training(histories, out):
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, h in histories.items():
         a1.plot(h["epoch"], h["train_loss"], label=name)
@@ -163,11 +158,11 @@ def fig_training(histories, out):
     a2.set_ylim(0, max(1.0, np.nanpercentile(np.concatenate([h["val_mae"].to_numpy() for h in histories.values()]), 95) * 1.2))
     a1.set_yscale("log")
     a2.legend(fontsize=7)
-    _save(fig, out)
+    return save(fig, out)
 
 
 def fig_confusion(metrics, thresholds, out):
-    fig, axes = _grid(len(metrics), width=3.2, height=3.0)
+    fig, axes = grid(len(metrics), width=3.2, height=3.0)
     for ax, (name, m) in zip(axes, metrics.items()):
         cm = np.array(m["test"]["stage"]["confusion"])
         ax.imshow(cm, cmap="Blues")
@@ -181,7 +176,7 @@ def fig_confusion(metrics, thresholds, out):
         ax.set(xlabel="predicted stage", ylabel="reference stage",
                title=f"{name}: accuracy {m['test']['stage']['accuracy']:.2f}")
     fig.suptitle(f"Stages: child < {thresholds[0]:g} ≤ adolescent < {thresholds[1]:g} ≤ adult (months)", fontsize=8)
-    _save(fig, out)
+    return save(fig, out)
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -240,14 +235,19 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
         metrics["ensemble"] = read_json(ensemble[0] / "metrics.json")
         preds["ensemble"] = pd.read_parquet(ensemble[0] / "predictions.parquet")
 
-    fig_comparison(metrics, figs / "variant_comparison.png")
-    fig_pred_vs_true(preds, metrics, figs / "pred_vs_true.png")
-    fig_bland_altman(preds, figs / "bland_altman.png")
-    fig_error_by_age(preds, bin_months, figs / "error_by_age.png")
-    fig_training(histories, figs / "training_curves.png")
-    fig_confusion(metrics, thresholds, figs / "confusion.png")
-    for name, path in gradcams.items():
-        shutil.copyfile(path, figs / f"gradcam_{name}.png")
+    cut = fig_comparison(metrics, figs / "variant_comparison.png")
+    cut += fig_pred_vs_true(preds, metrics, figs / "pred_vs_true.png")
+    cut += fig_bland_altman(preds, figs / "bland_altman.png")
+    cut += fig_error_by_age(preds, bin_months, figs / "error_by_age.png")
+    cut += fig_training(histories, figs / "training_curves.png")
+    cut += fig_confusion(metrics, thresholds, figs / "confusion.png")
+    for title in cut:
+        log.warning("figure title wider than its axes even when wrapped: %r", title)
+    cams = {}
+    for name, folder in gradcams.items():
+        cams[name] = read_json(folder / f"{name}.json")
+        for suffix in GRADCAM_FIGURES:
+            shutil.copyfile(folder / f"{name}{suffix}.png", figs / f"gradcam_{name}{suffix}.png")
     contact = preprocess_dir / "qc" / "contact_sheet.png"
     if contact.exists():
         shutil.copyfile(contact, figs / "contact_sheet.png")
@@ -266,6 +266,7 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
         "crop_methods": pd.read_csv(preprocess_dir / "qc" / "crop_methods.csv"),
         "rejects": pd.read_csv(preprocess_dir / "rejects.csv", dtype=str),
         "split": pd.read_csv(split_dir / "split_summary.csv"),
+        "gradcam": gradcam_table(cams),
         "stage_times": stage_times(benchmark_dir),
     }
     for name, df in tables.items():
@@ -295,6 +296,9 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
     if pre.get("hand_doubts"):
         lines.append(f"Kept with a doubt (perhaps not a hand radiograph): {pre['hand_doubts']} images, "
                      "listed in the report")
+    for row in tables["gradcam"].itertuples():
+        if row.flag != "none":
+            lines.append(f"Grad-CAM of {row.model} flagged: {row.flag}")
     lines.append(f"Report: {out_dir / 'index.html'}")
     (out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", out_dir / "index.html", metrics[best]["test"]["mae"], best)
@@ -345,11 +349,28 @@ def _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds)
         _figure("figures/training_curves.png", "Training loss and validation MAE per epoch."),
         "<h2>Grad-CAM</h2>",
     ]
+    parts += [
+        "<p class='note'>Signed Grad-CAM: red regions raise the estimated age, blue regions lower it "
+        "(each map divided by its own largest absolute value). Sanity check (Adebayo et al., 2018): the "
+        "Spearman correlation between the trained model's maps and those of a copy with random weights; "
+        "above the threshold the maps do not show what was learned. 'Map mass on the hand': the share of "
+        "each test map's absolute mass inside the thresholded hand, against the hand's share of the image "
+        "(what a uniform map would score); below it the model looks at the background.</p>",
+        _html_table(tables["gradcam"]),
+    ]
     for name in gradcams:
-        parts.append(_figure(f"figures/gradcam_{name}.png",
-                             f"Grad-CAM of {name} on test images across ages and both sexes: regions whose "
-                             "features raise the predicted age. Each map is normalised on its own, so "
-                             "colours compare regions within one image only."))
+        parts += [
+            f"<h3>{html.escape(name)}</h3>",
+            _figure(f"figures/gradcam_{name}.png",
+                    f"Signed Grad-CAM of {name} on test images across ages and both sexes: red raises the "
+                    "estimated age, blue lowers it. Each map is normalised on its own."),
+            _figure(f"figures/gradcam_{name}_sanity.png",
+                    f"Sanity check of {name}: trained maps (top) against maps with random weights (bottom), "
+                    "with their rank correlation."),
+            _figure(f"figures/gradcam_{name}_population.png",
+                    f"Mean map of {name} over the test split by sex and developmental stage, on the mean "
+                    "image of each group; one colour scale for all panels."),
+        ]
     parts += [
         "<h2>Preprocessing QC</h2>",
         f"<p>{pre['images_written']} images written, {pre['rows_rejected']} rows rejected. "
@@ -374,7 +395,8 @@ def main(argv=None) -> None:
     parser.add_argument("--variant", nargs=3, action="append", required=True,
                         metavar=("NAME", "EVAL_DIR", "MODEL_DIR"))
     parser.add_argument("--ensemble-dir", default=None)
-    parser.add_argument("--gradcam", nargs=2, action="append", default=[], metavar=("NAME", "PNG"))
+    parser.add_argument("--gradcam", nargs=2, action="append", default=[], metavar=("NAME", "DIR"),
+                        help="a variant and the Grad-CAM stage's folder holding <NAME>.json and its figures")
     parser.add_argument("--preprocess-dir", required=True)
     parser.add_argument("--split-dir", required=True)
     parser.add_argument("--dataset", required=True)

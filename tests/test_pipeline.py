@@ -121,3 +121,51 @@ def test_device_cuda_without_a_gpu_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "config key 'device': cuda was asked for, but torch sees no CUDA GPU" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()  # no job ran, not even the download
+
+
+def test_gradcam_maps_are_never_blank_and_the_report_shows_every_figure(run_dir):
+    import numpy as np
+
+    r = run_dir / "results"
+    page = (r / "report" / "index.html").read_text()
+    for variant in ("resnet18", "efficientnet_lite0_sex"):
+        maps = np.load(r / "report" / "gradcam" / f"{variant}.npz")
+        assert len(maps["ids"]) == 4 and maps["maps"].shape == (4, 64, 64)
+        assert (maps["maps"].reshape(4, -1).std(axis=1) > 0).all()  # no blank map
+        assert np.abs(maps["maps"]).max() == pytest.approx(1.0, abs=1e-5)
+        summary = json.loads((r / "report" / "gradcam" / f"{variant}.json").read_text())
+        assert min(summary["cells"]) >= 8 and summary["hand"]["images"] > 0
+        test = pd.read_csv(r / "report" / "gradcam" / f"{variant}_test.csv")
+        assert test["hand_mass_share"].between(0, 1).all() and len(test) == sum(summary["population"].values())
+        for suffix in ("", "_sanity", "_population"):
+            assert f'src="figures/gradcam_{variant}{suffix}.png"' in page
+    table = pd.read_csv(r / "report" / "tables" / "gradcam.csv")
+    assert list(table["model"]) == ["resnet18", "efficientnet_lite0_sex"]
+    assert {"rank corr. with random weights", "map mass on the hand", "flag"} <= set(table.columns)
+
+
+def test_the_sanity_check_tells_trained_weights_from_random_ones_and_the_report_flags_a_failure(run_dir):
+    import torch
+
+    from boneage.data import load_images, resize, subset_table
+    from boneage.gradcam import SANITY_MAX_RHO, choose_layer, randomised, sanity, signed_cam
+    from boneage.inference import load_model
+    from boneage.report import gradcam_table
+
+    r = run_dir / "results"
+    model, meta = load_model(r / "models" / "resnet18" / "model.pt")
+    model = model.float()
+    test = subset_table(pd.read_parquet(r / "preprocess" / "index.parquet"),
+                        pd.read_csv(r / "split" / "split.csv", dtype={"id": str}), ("test",))
+    x = resize(load_images(test, r / "preprocess"), meta["spec"]["input_size"])
+    male = torch.tensor(test["male"].to_numpy("float32"))
+    layer, _ = choose_layer(model, x.shape[-1])
+    trained, _ = signed_cam(model, layer, x, male)
+    random_, _ = signed_cam(randomised(model), layer, x, male)
+    assert sanity(trained, random_)["spearman_mean"] < SANITY_MAX_RHO
+    # maps that do not change when the weights do (here: the same model twice) fail the check
+    failed = sanity(trained, signed_cam(model, layer, x, male)[0])
+    assert failed["spearman_mean"] > 0.99 and not failed["trustworthy"]
+    summary = json.loads((r / "report" / "gradcam" / "resnet18.json").read_text())
+    flag = gradcam_table({"resnet18": {**summary, "sanity": failed}})["flag"].iloc[0]
+    assert flag.startswith("maps barely depend on the weights")

@@ -10,19 +10,38 @@ REPORT_FIGURES = (
 
 
 rule gradcam:
-    """Grad-CAM panel of one variant on test images across ages and both sexes."""
+    """Signed Grad-CAM of one variant: panel, sanity check, population maps, hand share."""
     input:
         model="results/models/{variant}/model.pt",
         index="results/preprocess/index.parquet",
         images="results/preprocess/images",
         split="results/split/split.csv",
     output:
-        report(
+        panel=report(
             "results/report/gradcam/{variant}.png",
             caption="../report/gradcam.rst",
             category="4. Grad-CAM",
-            labels={"model": "{variant}"},
+            subcategory="{variant}",
+            labels={"model": "{variant}", "figure": "panel"},
         ),
+        sanity=report(
+            "results/report/gradcam/{variant}_sanity.png",
+            caption="../report/gradcam_sanity.rst",
+            category="4. Grad-CAM",
+            subcategory="{variant}",
+            labels={"model": "{variant}", "figure": "sanity check"},
+        ),
+        population=report(
+            "results/report/gradcam/{variant}_population.png",
+            caption="../report/gradcam_population.rst",
+            category="4. Grad-CAM",
+            subcategory="{variant}",
+            labels={"model": "{variant}", "figure": "population maps"},
+        ),
+        maps="results/report/gradcam/{variant}.npz",
+        population_maps="results/report/gradcam/{variant}_population.npz",
+        table="results/report/gradcam/{variant}_test.csv",
+        summary="results/report/gradcam/{variant}.json",
     log:
         "results/logs/gradcam/{variant}.log",
     benchmark:
@@ -32,12 +51,14 @@ rule gradcam:
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=20,
+        runtime=30,
     params:
         n=config["report"]["gradcam_images"],
+        thresholds=stage_thresholds(),
     shell:
         "python -m boneage.gradcam --model {input.model} --index {input.index} --split {input.split} "
-        "--out {output} --n-images {params.n} --threads {threads} > {log} 2>&1"
+        "--out-dir results/report/gradcam --n-images {params.n} "
+        "--stage-thresholds {params.thresholds} --threads {threads} > {log} 2>&1"
 
 
 rule report:
@@ -45,7 +66,11 @@ rule report:
     input:
         metrics=expand("results/evaluate/{variant}/metrics.json", variant=MODELS),
         histories=expand("results/models/{variant}/history.csv", variant=MODELS),
-        gradcams=expand("results/report/gradcam/{variant}.png", variant=MODELS),
+        gradcams=expand(
+            "results/report/gradcam/{variant}{suffix}",
+            variant=MODELS,
+            suffix=(".png", "_sanity.png", "_population.png", ".json"),
+        ),
         ensemble=["results/evaluate/ensemble/metrics.json"] if ENSEMBLE else [],
         preprocess="results/preprocess/preprocess_summary.json",
         split="results/split/split_summary.csv",
@@ -82,9 +107,7 @@ rule report:
         variants=" ".join(
             f"--variant {v} results/evaluate/{v} results/models/{v}" for v in MODELS
         ),
-        gradcams=" ".join(
-            f"--gradcam {v} results/report/gradcam/{v}.png" for v in MODELS
-        ),
+        gradcams=" ".join(f"--gradcam {v} results/report/gradcam" for v in MODELS),
         ensemble="--ensemble-dir results/evaluate/ensemble" if ENSEMBLE else "",
         thresholds=stage_thresholds(),
         age_bin=config["evaluate"]["age_bin_months"],
