@@ -1,7 +1,7 @@
 # Pediatric bone age assessment from hand radiographs (RSNA layout): the whole pipeline.
 #
 #   download -> preprocess -> split -> train (per variant) -> evaluate (per variant) [-> ensemble]
-#   -> gradcam (per variant) -> report
+#   -> gradcam (per variant) -> report; bundles (per variant, ensemble) -> predict (new images)
 #
 # Run: snakemake --cores 8 all        (README.md: set-up, RSNA data, clusters, results layout)
 
@@ -21,18 +21,23 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 localrules:
     all,
     train,
     evaluate,
+    bundles,
+    bundle_variant,
+    bundle_ensemble,
 
 
 rule all:
     default_target: True
     input:
         "results/report/index.html",
+        BUNDLES,
 
 
 onsuccess:

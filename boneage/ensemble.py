@@ -17,6 +17,7 @@ import pandas as pd
 
 from .evaluate import apply_bias_correction, score
 from .files import read_json, setup_logging, write_json, write_table
+from .intervals import add_interval
 
 log = logging.getLogger("boneage.ensemble")
 
@@ -56,7 +57,7 @@ def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFra
 
 
 def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], out_dir: Path,
-        weighting: str, bias_correction: bool, thresholds) -> dict:
+        weighting: str, bias_correction: bool, thresholds, interval_level: float = 0.9) -> dict:
     tables = {name: pd.read_parquet(path) for name, path in prediction_files.items()}
     merged, weights = combine(tables, weighting)
     extra = {"variant": "ensemble", "members": list(tables), "weighting": weighting, "weights": weights,
@@ -65,6 +66,7 @@ def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], out_d
         merged["pred"], extra["bias_correction"] = apply_bias_correction(merged, "pred_raw")
     else:
         merged["pred"] = merged["pred_raw"]
+    extra["interval"] = add_interval(merged, interval_level)
     baseline = read_json(next(iter(metrics_files.values())))["baseline_train_mean_months"]
     metrics = score(merged, baseline, thresholds, extra)
     corr = np.corrcoef([(t.sort_values("id")["pred"] - t.sort_values("id")["boneage"]).to_numpy()
@@ -85,10 +87,12 @@ def main(argv=None) -> None:
     parser.add_argument("--weighting", choices=WEIGHTINGS, default="inverse_val_mae")
     parser.add_argument("--bias-correction", action="store_true")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0))
+    parser.add_argument("--interval-level", type=float, default=0.9)
     args = parser.parse_args(argv)
     setup_logging()
     run({m[0]: Path(m[1]) for m in args.member}, {m[0]: Path(m[2]) for m in args.member},
-        Path(args.out_dir), args.weighting, args.bias_correction, tuple(args.stage_thresholds))
+        Path(args.out_dir), args.weighting, args.bias_correction, tuple(args.stage_thresholds),
+        args.interval_level)
 
 
 if __name__ == "__main__":

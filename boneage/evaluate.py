@@ -4,7 +4,11 @@ Options: test-time augmentation (mean over a few deterministic views) and a line
 fitted on the validation split (``true ~ a * pred + b``) and applied to both splits, against the
 regression toward the mean that every regressor shows at the age extremes.
 
-Writes ``predictions.parquet`` (id, subset, boneage, male, pred_raw, pred_tta, pred), ``metrics.json``
+Each prediction gets a split-conformal interval fitted on the validation split
+(:mod:`boneage.intervals`).
+
+Writes ``predictions.parquet`` (id, subset, boneage, male, pred_raw, pred_tta, pred, pred_low,
+pred_high), ``metrics.json`` (with ``interval``: level, half-width, coverage per subset),
 (MAE, RMSE, R2, median error, per sex, within 6/12 months, stage accuracy and confusion, by
 subset, with the MAE of always predicting the training mean as the baseline) and the model card.
 """
@@ -24,6 +28,7 @@ import torch
 from .data import load_images, subset_table
 from .files import read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
 from .inference import load_model, predict, resolve_device
+from .intervals import add_interval
 from .metrics import fit_bias_correction, summarise
 from .provenance import model_card
 
@@ -55,7 +60,8 @@ def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | 
 
 def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, card_path: Path | None,
         dataset_json: Path | None, preprocess_json: Path | None, train_summary: Path | None,
-        tta: bool, bias_correction: bool, thresholds, device_name: str = "auto", threads: int = 1) -> dict:
+        tta: bool, bias_correction: bool, thresholds, device_name: str = "auto", threads: int = 1,
+        interval_level: float = 0.9) -> dict:
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     model, meta = load_model(model_path, device)
@@ -78,6 +84,7 @@ def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, car
         pred["pred"], extra["bias_correction"] = apply_bias_correction(pred, column)
     else:
         pred["pred"] = pred[column]
+    extra["interval"] = add_interval(pred, interval_level)
     write_table(pred, out_dir / "predictions.parquet")
     metrics = score(pred, train_mean(index, split), thresholds, extra)
     write_json(out_dir / "metrics.json", metrics)
@@ -88,7 +95,7 @@ def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, car
         card = model_card(
             meta["variant"], meta, read_json(preprocess_json), read_json(dataset_json),
             sha256_file(split_path), sha256_file(index_path),
-            {k: metrics[k] for k in ("val", "test", "tta", "bias_correction") if k in metrics},
+            {k: metrics[k] for k in ("val", "test", "tta", "bias_correction", "interval") if k in metrics},
             read_json(train_summary) if train_summary else {})
         write_json(card_path, card)
     return metrics
@@ -108,6 +115,8 @@ def main(argv=None) -> None:
     parser.add_argument("--bias-correction", action="store_true")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0),
                         metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months")
+    parser.add_argument("--interval-level", type=float, default=0.9,
+                        help="coverage of the conformal prediction interval fitted on validation")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
@@ -118,7 +127,8 @@ def main(argv=None) -> None:
             Path(args.dataset) if args.dataset else None,
             Path(args.preprocess_summary) if args.preprocess_summary else None,
             Path(args.train_summary) if args.train_summary else None,
-            args.tta, args.bias_correction, tuple(args.stage_thresholds), args.device, args.threads)
+            args.tta, args.bias_correction, tuple(args.stage_thresholds), args.device, args.threads,
+            args.interval_level)
     except (FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(1)

@@ -33,7 +33,7 @@ class LabelsError(ValueError):
     """The label csv cannot be used at all (unreadable, required columns missing)."""
 
 
-def _parse_sex(value) -> float:
+def parse_sex(value) -> float:
     if isinstance(value, (bool, np.bool_)):
         return float(value)
     text = str(value).strip().lower()
@@ -74,7 +74,7 @@ def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     df["boneage"] = pd.to_numeric(df["boneage_text"], errors="coerce")
-    df["male_value"] = df["male_text"].map(_parse_sex)
+    df["male_value"] = df["male_text"].map(parse_sex)
 
     reasons = pd.Series("", index=df.index, dtype=object)
 

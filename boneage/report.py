@@ -54,8 +54,19 @@ def metrics_table(metrics: dict[str, dict], subset: str) -> pd.DataFrame:
             "MAE female": s["mae_female"], "within 6 mo": s["within_6"], "within 12 mo": s["within_12"],
             "stage accuracy": s["stage"]["accuracy"], "MAE without TTA/correction": s.get("mae_raw"),
             "baseline MAE (train mean)": s["baseline_mae"],
+            **_interval_columns(m.get("interval"), subset),
         })
     return pd.DataFrame(rows)
+
+
+def _interval_columns(interval: dict | None, subset: str) -> dict:
+    """Coverage and width of the conformal interval on ``subset`` (empty where not fitted)."""
+    if not interval:
+        return {}
+    level = f"{100 * interval['level']:g} %"
+    got = interval.get(subset) or {}
+    return {f"{level} interval coverage": got.get("coverage"),
+            f"{level} interval width (mo)": got.get("mean_width_months")}
 
 
 def stage_table(metrics: dict[str, dict]) -> pd.DataFrame:
@@ -334,7 +345,9 @@ def _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds)
         f"{html.escape(str(facts['data source']))}.</p>",
         "<h2>Metrics on the test split</h2>", _html_table(tables["metrics_test"]),
         "<p class='note'>Months. 'MAE without TTA/correction' is the plain prediction before test-time "
-        "augmentation and the validation-fitted bias correction. Stage accuracy uses the thresholds "
+        "augmentation and the validation-fitted bias correction. The interval is split-conformal, fitted "
+        "on the validation residuals: coverage is the share of test images whose reference age lies "
+        "inside it (empty width: too few validation images for the level). Stage accuracy uses the thresholds "
         f"child &lt; {thresholds[0]:g} ≤ adolescent &lt; {thresholds[1]:g} ≤ adult (months).</p>",
         "<h2>Metrics on the validation split</h2>", _html_table(tables["metrics_val"]),
         _figure("figures/variant_comparison.png", "Test and validation MAE per variant; the dashed line is the MAE of always predicting the training mean."),

@@ -42,9 +42,9 @@ def write_rsna(root: Path, labels: pd.DataFrame | str, images: dict[str, np.ndar
 
 
 def dicom_bytes(tmp_path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1.0, intercept=0.0,
-                window=None, declared_shape: tuple[int, int] | None = None) -> bytes:
+                window=None, declared_shape: tuple[int, int] | None = None, **attributes) -> bytes:
     """A 16-bit DICOM of ``pixels``; ``declared_shape`` makes its header claim another size (Rows,
-    Columns) than the pixel data holds."""
+    Columns) than the pixel data holds; ``attributes`` (PatientSex=..., StudyDate=...) are set too."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -66,6 +66,8 @@ def dicom_bytes(tmp_path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1
     if window:
         ds.WindowCenter, ds.WindowWidth = window
     ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for name, value in attributes.items():
+        setattr(ds, name, value)
     path = tmp_path / f"tmp{np.random.randint(1 << 30)}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path.read_bytes()

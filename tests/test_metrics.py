@@ -73,3 +73,18 @@ def test_ensemble_weights():
     assert w["good"] > w["bad"] and sum(w.values()) == pytest.approx(1)
     x = np.column_stack([truth, truth * 0])
     assert nnls_weights(x, truth) == pytest.approx([1.0, 0.0], abs=1e-3)
+
+
+def test_conformal_intervals_cover_at_their_level_on_exchangeable_data():
+    from boneage.intervals import add_interval, halfwidth
+
+    rng = np.random.default_rng(0)
+    n_val, n_test = 300, 5000
+    true = rng.uniform(10, 220, n_val + n_test)
+    pred = pd.DataFrame({"subset": ["val"] * n_val + ["test"] * n_test, "boneage": true,
+                         "pred": true + rng.standard_t(4, n_val + n_test) * 8})
+    interval = add_interval(pred, 0.9)
+    assert abs(interval["test"]["coverage"] - 0.9) < 0.03
+    assert interval["halfwidth_months"] == pytest.approx(halfwidth(pred["boneage"][:n_val] - pred["pred"][:n_val], 0.9))
+    assert (pred["pred_high"] - pred["pred_low"]).round(9).nunique() == 1
+    assert halfwidth([1.0, 2.0, 3.0], 0.9) == float("inf")  # 3 residuals cannot give 90 %

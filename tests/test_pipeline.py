@@ -11,7 +11,8 @@ import pytest
 from .conftest import REPO, planned_rules, snakemake, write_rsna
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
-DOWNSTREAM_OF_TRAIN = {"train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "all"}
+DOWNSTREAM_OF_TRAIN = {"train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "bundle_variant",
+                       "bundle_ensemble", "all"}
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +170,93 @@ def test_the_sanity_check_tells_trained_weights_from_random_ones_and_the_report_
     summary = json.loads((r / "report" / "gradcam" / "resnet18.json").read_text())
     flag = gradcam_table({"resnet18": {**summary, "sanity": failed}})["flag"].iloc[0]
     assert flag.startswith("maps barely depend on the weights")
+
+
+# --- bundles and predict -----------------------------------------------------------------------
+def _test_ids(run_dir) -> list[str]:
+    split = pd.read_csv(run_dir / "results" / "split" / "split.csv", dtype={"id": str})
+    return split.loc[split["subset"] == "test", "id"].tolist()
+
+
+def test_a_copied_bundle_predicts_what_evaluation_predicted(run_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from boneage.predict import run as predict
+
+    demo = run_dir / "results" / "data" / "demo" / "boneage-training-dataset"
+    labels = pd.read_csv(run_dir / "results" / "data" / "demo" / "boneage-training-dataset.csv", dtype={"id": str})
+    labels[["id", "male"]].to_csv(tmp_path / "sex.csv", index=False)  # the ensemble has a member with sex input
+    for kind in ("ensemble", "resnet18"):
+        bundle = tmp_path / "elsewhere" / kind
+        shutil.copytree(run_dir / "results" / "bundles" / kind, bundle)  # members included
+        table = predict([str(demo / f"{i}.png") for i in _test_ids(run_dir)], tmp_path / "sex.csv", bundle,
+                        tmp_path / f"out_{kind}")
+        evaluated = pd.read_parquet(run_dir / "results" / "evaluate" / kind / "predictions.parquet")
+        both = table.merge(evaluated[evaluated["subset"] == "test"], on="id")
+        assert len(both) == len(_test_ids(run_dir)) > 0
+        assert (both["boneage_months"] - both["pred"]).abs().max() < 1e-4
+        # the smoke set has too few validation images for a 90 % interval: infinite on both sides
+        assert np.allclose(both["interval_high_months"], both["pred_high"], atol=1e-4)
+        assert (tmp_path / f"out_{kind}" / "predictions.parquet").is_file()
+
+
+def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    from boneage.images import read_grey, to_uint8
+
+    from .conftest import dicom_bytes
+
+    image = read_grey(run_dir / "results" / "data" / "demo" / "boneage-training-dataset" / f"{_test_ids(run_dir)[0]}.png")
+    film = image.astype(np.uint16) * 16  # 12-bit
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "twin.png"), to_uint8(film.astype(np.float32)))  # what a DICOM reads as
+    (inputs / "girl.dcm").write_bytes(dicom_bytes(tmp_path, film, PatientSex="F", PatientBirthDate="20100115",
+                                                  StudyDate="20200115"))
+    inverted = int(film.max()) + int(film.min()) - film.astype(np.int32)
+    (inputs / "boy.dcm").write_bytes(dicom_bytes(tmp_path, inverted, "MONOCHROME1", PatientSex="M", PatientAge="008Y"))
+    (inputs / "corrupt.dcm").write_bytes(b"DICM" + bytes(200))
+    (inputs / "notes.png").write_text("not an image")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "boneage.predict", str(inputs), str(tmp_path / "missing.jpg"),
+                           "--bundle", str(run_dir / "results" / "bundles" / "efficientnet_lite0_sex"),
+                           "--out-dir", str(out), "--threads", "1"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr[-3000:]  # three files failed
+    rows = pd.read_csv(out / "predictions.csv", dtype={"id": str}).set_index("id")
+    assert set(rows.index) == {"twin", "girl", "boy", "corrupt", "notes", "missing"}
+    assert rows.loc["girl", "sex"] == "F" and rows.loc["girl", "sex_from"] == "dicom"
+    assert rows.loc["boy", "sex"] == "M" and rows.loc["twin", "sex"] == "unknown"
+    assert rows.loc["girl", "chronological_age_months"] == pytest.approx(120.0)
+    assert rows.loc["boy", "chronological_age_months"] == pytest.approx(96.0)
+    # the same picture: the same estimate whatever the format, for the sex each file gives
+    assert rows.loc["girl", "boneage_months"] == pytest.approx(rows.loc["twin", "boneage_if_female_months"], abs=1e-4)
+    assert rows.loc["boy", "boneage_months"] == pytest.approx(rows.loc["twin", "boneage_if_male_months"], abs=1e-4)
+    assert pd.isna(rows.loc["twin", "boneage_months"]) and "sex missing" in rows.loc["twin", "warnings"]
+    assert rows.loc["girl", "boneage_minus_chronological_months"] == pytest.approx(
+        rows.loc["girl", "boneage_months"] - 120.0)
+    assert rows.loc["corrupt", "error"].startswith("undecodable DICOM")
+    assert rows.loc["notes", "error"].startswith("undecodable image data")
+    assert rows.loc["missing", "error"].startswith("file not found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", "out"] + [p.name for p in tmp_path.glob("tmp*.dcm")])
+
+
+def test_the_predict_target_runs_on_the_configured_inputs(run_dir, tmp_path):
+    demo = run_dir / "results" / "data" / "demo" / "boneage-training-dataset"
+    overlay = tmp_path / "predict.yaml"
+    ids = _test_ids(run_dir)[:3]
+    labels = pd.read_csv(run_dir / "results" / "data" / "demo" / "boneage-training-dataset.csv", dtype={"id": str})
+    labels[labels["id"].isin(ids)].to_csv(tmp_path / "labels.csv", index=False)
+    overlay.write_text("predict:\n  inputs: [" + ", ".join(str(demo / f"{i}.png") for i in ids) + "]\n"
+                       f"  csv: {tmp_path / 'labels.csv'}\n  bundle: resnet18\n")
+    snakemake(run_dir, "predict", "--cores", "2", "--configfile", SMOKE, str(overlay))
+    rows = pd.read_csv(run_dir / "results" / "predict" / "predictions.csv", dtype={"id": str})
+    assert sorted(rows["id"]) == sorted(ids) and rows["boneage_months"].notna().all()
+    summary = json.loads((run_dir / "results" / "predict" / "summary.json").read_text())
+    assert summary["labelled"]["n"] == 3 and summary["variant"] == "resnet18"

@@ -123,3 +123,35 @@ def gpus(wildcards):
 
 def stage_thresholds():
     return " ".join(str(t) for t in config["evaluate"]["stage_thresholds_months"])
+
+
+# Bundles (workflow/rules/predict.smk): one per model, and the ensemble's when configured.
+BUNDLES = [f"results/bundles/{m}" for m in MODELS] + (
+    ["results/bundles/ensemble"] if ENSEMBLE else []
+)
+
+
+def predict_bundle():
+    """The bundle folder predict uses: config predict.bundle as a model name, 'ensemble' or a
+    path; by default the ensemble when configured, else the first variant."""
+    name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
+    if name == "ensemble" or name in MODELS:
+        if name == "ensemble" and not ENSEMBLE:
+            raise WorkflowError(
+                "config key predict.bundle: 'ensemble', but ensemble.variants is empty"
+            )
+        return f"results/bundles/{name}"
+    if not os.path.isfile(os.path.join(name, "bundle.json")):
+        raise WorkflowError(
+            f"config key predict.bundle: {name!r} is neither a model name ({', '.join(MODELS)}), "
+            "'ensemble', nor a folder with bundle.json"
+        )
+    return name
+
+
+def predict_inputs():
+    """config predict.inputs, quoted for the shell; predict needs at least one."""
+    import shlex
+
+    inputs = config["predict"]["inputs"]
+    return " ".join(shlex.quote(str(p)) for p in inputs)

@@ -27,14 +27,15 @@ rule evaluate_variant:
         tta="--tta" if config["evaluate"]["tta"] else "",
         bias="--bias-correction" if config["evaluate"]["bias_correction"] else "",
         thresholds=stage_thresholds(),
+        level=config["evaluate"]["interval_level"],
         device=config["device"],
     shell:
         "python -m boneage.evaluate --model {input.model} --index {input.index} --split {input.split} "
         "--out-dir results/evaluate/{wildcards.variant} --model-card {output.card} "
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
         "--train-summary {input.summary} {params.tta} {params.bias} "
-        "--stage-thresholds {params.thresholds} --device {params.device} "
-        "--threads {threads} > {log} 2>&1"
+        "--stage-thresholds {params.thresholds} --interval-level {params.level} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule ensemble:
@@ -65,10 +66,11 @@ rule ensemble:
         weighting=config["ensemble"]["weighting"],
         bias="--bias-correction" if config["ensemble"]["bias_correction"] else "",
         thresholds=stage_thresholds(),
+        level=config["evaluate"]["interval_level"],
     shell:
         "python -m boneage.ensemble {params.members} --out-dir results/evaluate/ensemble "
         "--weighting {params.weighting} {params.bias} --stage-thresholds {params.thresholds} "
-        "> {log} 2>&1"
+        "--interval-level {params.level} > {log} 2>&1"
 
 
 rule evaluate:

@@ -1,0 +1,176 @@
+"""Model bundles: a trained variant, or an ensemble, as one folder that predicting needs alone.
+
+Layout (``results/bundles/<variant>/``)::
+
+    bundle.json        format, kind, the preprocessing settings the training images went through,
+                       inference settings (TTA, hflip), the validation-fitted bias correction and
+                       prediction interval, sha256 of every weight file, test metrics
+    model.pt           weights, training spec, target mean and standard deviation
+    model_card.json    data, metrics and versions behind the model
+
+An ensemble bundle (``results/bundles/ensemble/``) holds ``bundle.json`` (members, weights, its own
+bias correction and interval) and a copy of each member's bundle under ``members/<name>/``.
+Copying the folder elsewhere and predicting there gives the same numbers: nothing in it points
+outside it. Loading checks the format and every weight file's sha256.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .files import read_json, sha256_file, write_json
+from .inference import load_model, predict
+
+BUNDLE_FORMAT = "boneage-bundle-v1"
+
+
+class BundleError(ValueError):
+    """A folder that is not a usable bundle; the message names the file and what is wrong."""
+
+
+def _variant_entry(metrics: dict, model_path: Path) -> dict:
+    blob = torch.load(model_path, map_location="cpu", weights_only=True)
+    spec = blob["spec"]
+    return {
+        "variant": metrics["variant"], "model": {"file": "model.pt", "sha256": sha256_file(model_path)},
+        "sex_input": bool(spec.get("sex_input", False)), "input_size": int(spec["input_size"]),
+        "inference": {"tta": bool(metrics.get("tta", False)),
+                      "hflip": bool(spec.get("augment", {}).get("hflip", False))},
+    }
+
+
+def _common(metrics: dict, preprocess: dict) -> dict:
+    interval = metrics.get("interval") or {}
+    return {
+        "format": BUNDLE_FORMAT, "preprocess": preprocess,
+        "bias_correction": metrics.get("bias_correction"),
+        "interval": {"level": interval.get("level"), "halfwidth_months": interval.get("halfwidth_months")},
+        "test_metrics": {k: metrics.get("test", {}).get(k) for k in ("n", "mae", "rmse", "r2")},
+    }
+
+
+def write_variant(out_dir: Path, model_path: Path, metrics_path: Path, preprocess_summary: Path,
+                  card_path: Path) -> dict:
+    """The bundle of one trained variant from the files its stages wrote."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = read_json(metrics_path)
+    shutil.copyfile(model_path, out_dir / "model.pt")
+    shutil.copyfile(card_path, out_dir / "model_card.json")
+    bundle = {**_common(metrics, read_json(preprocess_summary)["settings"]), "kind": "variant",
+              **_variant_entry(metrics, out_dir / "model.pt")}
+    write_json(out_dir / "bundle.json", bundle)
+    return bundle
+
+
+def write_ensemble(out_dir: Path, members: dict[str, Path], metrics_path: Path) -> dict:
+    """The ensemble's bundle: its weights and corrections, and a copy of each member's bundle."""
+    metrics = read_json(metrics_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries, preprocess = [], None
+    for name, folder in members.items():
+        target = out_dir / "members" / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(folder, target)
+        member = read_json(target / "bundle.json")
+        if preprocess is not None and member["preprocess"] != preprocess:
+            raise BundleError(f"ensemble member {name} was trained on differently preprocessed images")
+        preprocess = member["preprocess"]
+        entries.append({"name": name, "path": f"members/{name}", "weight": metrics["weights"][name]})
+    bundle = {**_common(metrics, preprocess), "kind": "ensemble", "variant": "ensemble", "members": entries,
+              "sex_input": any(read_json(out_dir / e["path"] / "bundle.json")["sex_input"] for e in entries)}
+    write_json(out_dir / "bundle.json", bundle)
+    return bundle
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: ``predict`` gives final estimates in months, as evaluation computed them."""
+
+    path: Path
+    spec: dict
+    models: list  # (model, meta, weight, member spec) per member; one for a variant
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":
+        path = Path(path)
+        spec = cls._read(path)
+        members = [(path, spec, 1.0)] if spec["kind"] == "variant" else [
+            (path / e["path"], cls._read(path / e["path"]), float(e["weight"])) for e in spec["members"]]
+        models = []
+        for folder, member, weight in members:
+            weights = folder / member["model"]["file"]
+            if not weights.is_file() or sha256_file(weights) != member["model"]["sha256"]:
+                raise BundleError(f"{weights}: missing, or its sha256 differs from {folder / 'bundle.json'}")
+            model, meta = load_model(weights, device)
+            models.append((model, meta, weight, member))
+        return cls(path, spec, models)
+
+    @staticmethod
+    def _read(folder: Path) -> dict:
+        file = folder / "bundle.json"
+        if not file.is_file():
+            raise BundleError(f"{file} not found: not a model bundle (made by `snakemake bundles`)")
+        spec = read_json(file)
+        if spec.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{file}: format {spec.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        return spec
+
+    @property
+    def needs_sex(self) -> bool:
+        return bool(self.spec["sex_input"])
+
+    @property
+    def halfwidth(self) -> float:
+        q = self.spec["interval"]["halfwidth_months"]
+        return float("inf") if q is None else float(q)
+
+    def predict(self, images_u8: torch.Tensor, male: torch.Tensor, device: torch.device | str = "cpu") -> np.ndarray:
+        """Final bone age in months for uint8 images (N, 1, S, S) of the bundle's preprocessing."""
+        device = torch.device(device)
+        total = np.zeros(len(images_u8))
+        for model, meta, weight, member in self.models:
+            inf = member["inference"]
+            pred = predict(model, images_u8, male, member["input_size"], meta["target_mean"], meta["target_std"],
+                           device, tta=inf["tta"], hflip=inf["hflip"])
+            total += weight * _corrected(pred, member["bias_correction"])
+        return _corrected(total, self.spec["bias_correction"]) if self.spec["kind"] == "ensemble" else total
+
+
+def _corrected(pred: np.ndarray, correction: dict | None) -> np.ndarray:
+    return pred if not correction else pred * correction["slope"] + correction["intercept"]
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    from .files import setup_logging
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="kind", required=True)
+    one = sub.add_parser("variant", help="bundle one trained variant")
+    one.add_argument("--model", required=True)
+    one.add_argument("--metrics", required=True, help="the variant's evaluate/metrics.json")
+    one.add_argument("--preprocess-summary", required=True)
+    one.add_argument("--model-card", required=True)
+    one.add_argument("--out-dir", required=True)
+    ens = sub.add_parser("ensemble", help="bundle the ensemble from its members' bundles")
+    ens.add_argument("--member", nargs=2, action="append", required=True, metavar=("NAME", "BUNDLE_DIR"))
+    ens.add_argument("--metrics", required=True, help="evaluate/ensemble/metrics.json")
+    ens.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.kind == "variant":
+        write_variant(Path(args.out_dir), Path(args.model), Path(args.metrics), Path(args.preprocess_summary),
+                      Path(args.model_card))
+    else:
+        write_ensemble(Path(args.out_dir), {n: Path(d) for n, d in args.member}, Path(args.metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+rule bundle_variant:
+    """Model bundle of one variant: weights, preprocessing, corrections, interval, card."""
+    input:
+        model="results/models/{variant}/model.pt",
+        metrics="results/evaluate/{variant}/metrics.json",
+        preprocess="results/preprocess/preprocess_summary.json",
+        card="results/models/{variant}/model_card.json",
+    output:
+        directory("results/bundles/{variant}"),
+    log:
+        "results/logs/bundle/{variant}.log",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m boneage.bundle variant --model {input.model} --metrics {input.metrics} "
+        "--preprocess-summary {input.preprocess} --model-card {input.card} --out-dir {output} "
+        "> {log} 2>&1"
+
+
+rule bundle_ensemble:
+    """Model bundle of the ensemble: weights, corrections and a copy of each member's bundle."""
+    input:
+        members=expand("results/bundles/{variant}", variant=ENSEMBLE),
+        metrics="results/evaluate/ensemble/metrics.json",
+    output:
+        directory("results/bundles/ensemble"),
+    log:
+        "results/logs/bundle/ensemble.log",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        members=lambda w, input: " ".join(
+            f"--member {name} {path}" for name, path in zip(ENSEMBLE, input.members)
+        ),
+    shell:
+        "python -m boneage.bundle ensemble {params.members} --metrics {input.metrics} "
+        "--out-dir {output} > {log} 2>&1"
+
+
+rule bundles:
+    """Target: a bundle per variant (and the ensemble, when configured)."""
+    input:
+        BUNDLES,
+
+
+rule predict:
+    """New radiographs (config predict.inputs) through a bundle -> results/predict/."""
+    input:
+        bundle=predict_bundle(),
+    output:
+        csv="results/predict/predictions.csv",
+        table="results/predict/predictions.parquet",
+        summary="results/predict/summary.json",
+        images=directory("results/predict/images"),
+    log:
+        "results/logs/predict/predict.log",
+    benchmark:
+        "results/benchmarks/predict/predict.tsv"
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpus,
+    params:
+        inputs=predict_inputs(),
+        csv=f"--csv {config['predict']['csv']}" if config["predict"]["csv"] else "",
+        device=config["device"],
+    shell:
+        "python -m boneage.predict {params.inputs} --bundle {input.bundle} {params.csv} "
+        "--out-dir results/predict --device {params.device} --threads {threads} --keep-going "
+        "> {log} 2>&1"
