@@ -176,6 +176,15 @@ def pick_examples(rows: pd.DataFrame, n: int) -> pd.DataFrame:
     return rows.loc[chosen]
 
 
+def overlay_rgb(grey: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """uint8 RGB of a grey image in [0, 1] under a signed map in [-1, 1], as the panels draw it."""
+    from matplotlib import colormaps
+
+    alpha = (np.clip(np.abs(cam), 0, 1) * 0.75)[..., None]
+    colour = colormaps[DIVERGING]((cam + 1) / 2)[..., :3]
+    return (255 * ((1 - alpha) * grey[..., None] + alpha * colour)).round().astype(np.uint8)
+
+
 def _overlay(ax, grey: np.ndarray, cam: np.ndarray, peak: float = 1.0):
     """Grey image with the signed map on top, more opaque where the map is stronger."""
     ax.imshow(grey, cmap="gray", vmin=0, vmax=1)

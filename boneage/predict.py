@@ -13,7 +13,8 @@ AcquisitionDate), else PatientAge.
 
 Writes ``predictions.csv`` and ``predictions.parquet`` (one row per input file, also for files that
 failed, with the error), the model inputs under ``images/``, and ``summary.json`` (counts, and MAE,
-RMSE, R2 and interval coverage where the csv gives ``boneage``). Nothing is written outside
+RMSE, R2 and interval coverage where the csv gives ``boneage``); with ``--gradcam``, a signed
+Grad-CAM overlay per image under ``gradcam/`` and ``index.html`` listing every row. Nothing is written outside
 ``--out-dir``; file names from the inputs never become output paths. The exit status is the number
 of files that failed (at most 100; 0 with ``--keep-going``, as the Snakemake rule runs it) and 101
 when nothing could be predicted (a bad bundle or csv).
@@ -144,8 +145,52 @@ def estimate(bundle: Bundle, rows: pd.DataFrame, out_dir: Path, device) -> pd.Da
     return rows
 
 
+def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
+    """A signed Grad-CAM overlay per predicted image (``gradcam/<n>.png``; of the first member for
+    an ensemble) and ``index.html`` listing every row with its overlay."""
+    import html
+
+    import cv2
+
+    from .data import resize
+    from .gradcam import choose_layer, overlay_rgb, signed_cam, upsample
+
+    model, _, _, member = bundle.models[0]
+    model = model.float().cpu()
+    size = member["input_size"]
+    layer, _ = choose_layer(model, size)
+    rows = table[table["image"].notna()]
+    (out_dir / "gradcam").mkdir(parents=True, exist_ok=True)
+    images = load_images(rows, out_dir)
+    male = torch.tensor(rows["male"].fillna(0.0).to_numpy(np.float32))
+    shown = {}
+    for s in range(0, len(rows), 32):
+        x = resize(images[s:s + 32], size)
+        maps = upsample(signed_cam(model, layer, x, male[s:s + 32])[0], size)
+        for k, index in enumerate(rows.index[s:s + 32]):
+            name = f"gradcam/{Path(rows.loc[index, 'image']).stem}.png"
+            cv2.imwrite(str(out_dir / name), cv2.cvtColor(overlay_rgb(x[k, 0].numpy(), maps[k]), cv2.COLOR_RGB2BGR))
+            shown[index] = name
+    cells = []
+    for index, r in table.iterrows():
+        estimate = "" if pd.isna(r["boneage_months"]) else (
+            f"{r['boneage_months']:.1f} mo ({r['interval_low_months']:.0f}-{r['interval_high_months']:.0f})")
+        image = f"<img src='{shown[index]}' width='160'>" if index in shown else ""
+        cells.append(f"<tr><td>{html.escape(str(r['id']))}</td><td>{estimate}</td><td>{html.escape(r['sex'])}</td>"
+                     f"<td>{html.escape(str(r['warnings']))} {html.escape(str(r['error']))}</td><td>{image}</td></tr>")
+    page = out_dir / "index.html"
+    page.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Bone age predictions</title></head><body>"
+        f"<h1>Bone age predictions: {html.escape(str(bundle.spec['variant']))}</h1>"
+        f"<p>Signed Grad-CAM of {html.escape(str(member['variant']))} at {html.escape(layer)}: red raises the "
+        "estimate, blue lowers it. Interval: the bundle's split-conformal interval. Research use only.</p>"
+        "<table border='1' cellpadding='4'><tr><th>id</th><th>bone age (interval)</th><th>sex</th>"
+        "<th>warnings</th><th>Grad-CAM</th></tr>" + "".join(cells) + "</table></body></html>")
+    return page
+
+
 def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, device_name: str = "auto",
-        threads: int = 1) -> pd.DataFrame:
+        threads: int = 1, gradcam: bool = False) -> pd.DataFrame:
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     bundle = Bundle.load(bundle_dir, device)
@@ -167,6 +212,8 @@ def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, de
     write_table(table[COLUMNS], out_dir / "predictions.csv")
     write_table(table[COLUMNS], out_dir / "predictions.parquet")
     write_json(out_dir / "summary.json", summarise(table, bundle))
+    if gradcam:
+        log.info("Grad-CAM page: %s", gradcam_page(bundle, table, out_dir))
     return table
 
 
@@ -215,6 +262,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--gradcam", action="store_true",
+                        help="also a signed Grad-CAM overlay per image and index.html listing them all")
     parser.add_argument("--keep-going", action="store_true",
                         help="exit 0 when some files failed (their rows hold the error); the Snakemake rule")
     args = parser.parse_args(argv)
@@ -225,7 +274,7 @@ def main(argv=None) -> None:
         sys.exit(101)
     try:
         table = run(args.inputs, Path(args.csv) if args.csv else None, Path(args.bundle), Path(args.out_dir),
-                    args.device, args.threads)
+                    args.device, args.threads, args.gradcam)
     except (BundleError, ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(101)

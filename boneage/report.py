@@ -24,6 +24,19 @@ from .provenance import git_commit, package_versions
 
 log = logging.getLogger("boneage.report")
 
+def external_table(summaries: list[dict], metrics: dict[str, dict]) -> pd.DataFrame:
+    """Metrics of each bundle on the external test set, beside its internal test MAE."""
+    rows = []
+    for s in summaries:
+        got = s.get("labelled", {})
+        rows.append({"model": s["variant"], "files": s["files"], "failed": s["failed"], "n scored": got.get("n", 0),
+                     "MAE": got.get("mae"), "RMSE": got.get("rmse"), "R2": got.get("r2"),
+                     "interval coverage": got.get("interval_coverage"),
+                     "internal test MAE": metrics.get(s["variant"], {}).get("test", {}).get("mae")})
+    return pd.DataFrame(rows, columns=["model", "files", "failed", "n scored", "MAE", "RMSE", "R2",
+                                       "interval coverage", "internal test MAE"])
+
+
 GRADCAM_FIGURES = ("", "_sanity", "_population")  # <variant><suffix>.png from the Grad-CAM stage
 
 
@@ -231,8 +244,10 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}.note{color:#
 
 def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] | None,
         gradcams: dict[str, Path], preprocess_dir: Path, split_dir: Path, dataset_json: Path,
-        out_dir: Path, config: dict, thresholds, bin_months: float, benchmark_dir: Path | None = None) -> None:
-    """``variant_dirs``: name -> (evaluate dir, model dir); ``ensemble``: (evaluate dir, None)."""
+        out_dir: Path, config: dict, thresholds, bin_months: float, benchmark_dir: Path | None = None,
+        external: list[Path] | None = None) -> None:
+    """``variant_dirs``: name -> (evaluate dir, model dir); ``ensemble``: (evaluate dir, None);
+    ``external``: the predict stage's summary.json of each bundle on the external test set."""
     figs, tabs = out_dir / "figures", out_dir / "tables"
     figs.mkdir(parents=True, exist_ok=True)
     tabs.mkdir(parents=True, exist_ok=True)
@@ -278,6 +293,7 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
         "rejects": pd.read_csv(preprocess_dir / "rejects.csv", dtype=str),
         "split": pd.read_csv(split_dir / "split_summary.csv"),
         "gradcam": gradcam_table(cams),
+        "external_test": external_table([read_json(p) for p in external or []], metrics),
         "stage_times": stage_times(benchmark_dir),
     }
     for name, df in tables.items():
@@ -307,6 +323,11 @@ def run(variant_dirs: dict[str, tuple[Path, Path]], ensemble: tuple[Path, Path] 
     if pre.get("hand_doubts"):
         lines.append(f"Kept with a doubt (perhaps not a hand radiograph): {pre['hand_doubts']} images, "
                      "listed in the report")
+    for row in tables["external_test"].to_dict("records"):
+        scored = pd.notna(row["MAE"])
+        lines.append(f"External test set, {row['model']}: " + (
+            f"MAE {row['MAE']:.2f} months on {row['n scored']} films ({row['failed']} failed)" if scored
+            else "nothing scored"))
     for row in tables["gradcam"].itertuples():
         if row.flag != "none":
             lines.append(f"Grad-CAM of {row.model} flagged: {row.flag}")
@@ -349,6 +370,12 @@ def _page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds)
         "on the validation residuals: coverage is the share of test images whose reference age lies "
         "inside it (empty width: too few validation images for the level). Stage accuracy uses the thresholds "
         f"child &lt; {thresholds[0]:g} ≤ adolescent &lt; {thresholds[1]:g} ≤ adult (months).</p>",
+        *([] if tables["external_test"].empty else [
+            "<h2>Metrics on the external test set</h2>",
+            "<p class='note'>Labelled films kept apart from training (config key external_test), predicted "
+            "through each model bundle with its preprocessing, corrections and interval; rows that could not "
+            "be used are counted as failed (results/external/&lt;model&gt;/predictions.csv).</p>",
+            _html_table(tables["external_test"])]),
         "<h2>Metrics on the validation split</h2>", _html_table(tables["metrics_val"]),
         _figure("figures/variant_comparison.png", "Test and validation MAE per variant; the dashed line is the MAE of always predicting the training mean."),
         _figure("figures/pred_vs_true.png", "Predicted against reference bone age on the test split; points on the black line are exact."),
@@ -417,6 +444,8 @@ def main(argv=None) -> None:
     parser.add_argument("--config-json", default="{}", help="the run's configuration, shown in the report")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0))
     parser.add_argument("--age-bin-months", type=float, default=24)
+    parser.add_argument("--external", action="append", default=[], metavar="SUMMARY_JSON",
+                        help="a bundle's summary.json on the external test set (repeatable)")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     setup_logging()
@@ -424,7 +453,8 @@ def main(argv=None) -> None:
         (Path(args.ensemble_dir), None) if args.ensemble_dir else None,
         {g[0]: Path(g[1]) for g in args.gradcam}, Path(args.preprocess_dir), Path(args.split_dir),
         Path(args.dataset), Path(args.out_dir), json.loads(args.config_json), tuple(args.stage_thresholds),
-        args.age_bin_months, Path(args.benchmark_dir) if args.benchmark_dir else None)
+        args.age_bin_months, Path(args.benchmark_dir) if args.benchmark_dir else None,
+        [Path(p) for p in args.external])
 
 
 if __name__ == "__main__":

@@ -227,7 +227,8 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "boneage.predict", str(inputs), str(tmp_path / "missing.jpg"),
                            "--bundle", str(run_dir / "results" / "bundles" / "efficientnet_lite0_sex"),
-                           "--out-dir", str(out), "--threads", "1"], cwd=REPO, capture_output=True, text=True)
+                           "--out-dir", str(out), "--threads", "1", "--gradcam"], cwd=REPO, capture_output=True,
+                          text=True)
     assert proc.returncode == 3, proc.stderr[-3000:]  # three files failed
     rows = pd.read_csv(out / "predictions.csv", dtype={"id": str}).set_index("id")
     assert set(rows.index) == {"twin", "girl", "boy", "corrupt", "notes", "missing"}
@@ -244,6 +245,8 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
     assert rows.loc["corrupt", "error"].startswith("undecodable DICOM")
     assert rows.loc["notes", "error"].startswith("undecodable image data")
     assert rows.loc["missing", "error"].startswith("file not found")
+    assert len(list((out / "gradcam").glob("*.png"))) == 3  # one overlay per predicted image
+    assert (out / "index.html").read_text().count("<tr>") == 7  # header + every file
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", "out"] + [p.name for p in tmp_path.glob("tmp*.dcm")])
 
 
@@ -260,3 +263,25 @@ def test_the_predict_target_runs_on_the_configured_inputs(run_dir, tmp_path):
     assert sorted(rows["id"]) == sorted(ids) and rows["boneage_months"].notna().all()
     summary = json.loads((run_dir / "results" / "predict" / "summary.json").read_text())
     assert summary["labelled"]["n"] == 3 and summary["variant"] == "resnet18"
+
+
+def test_an_external_test_set_goes_through_every_bundle_into_the_report(run_dir, tmp_path):
+    demo = run_dir / "results" / "data" / "demo"
+    labels = pd.read_csv(demo / "boneage-training-dataset.csv", dtype={"id": str})
+    ids = _test_ids(run_dir)[:5]
+    images = {f"{i}.png": (demo / "boneage-training-dataset" / f"{i}.png").read_bytes() for i in ids}
+    images["broken.png"] = b"not a png"
+    external = write_rsna(tmp_path / "external", pd.concat([labels[labels["id"].isin(ids)], pd.DataFrame(
+        {"id": ["broken"], "boneage": [100.0], "male": [True]})]), images)
+    overlay = tmp_path / "external.yaml"
+    overlay.write_text(f"external_test: {external}\n")
+    snakemake(run_dir, "all", "--cores", "2", "--configfile", SMOKE, str(overlay))
+    table = pd.read_csv(run_dir / "results" / "report" / "tables" / "external_test.csv")
+    assert sorted(table["model"]) == ["efficientnet_lite0_sex", "ensemble", "resnet18"]
+    assert (table["files"] == 6).all() and (table["failed"] == 1).all() and (table["n scored"] == 5).all()
+    evaluated = pd.read_parquet(run_dir / "results" / "evaluate" / "resnet18" / "predictions.parquet")
+    predicted = pd.read_csv(run_dir / "results" / "external" / "resnet18" / "predictions.csv", dtype={"id": str})
+    both = predicted.merge(evaluated, on="id")
+    assert len(both) == 5 and (both["boneage_months"] - both["pred"]).abs().max() < 1e-4  # the same bundle
+    assert "Metrics on the external test set" in (run_dir / "results" / "report" / "index.html").read_text()
+    assert "External test set, resnet18: MAE" in (run_dir / "results" / "report" / "summary.txt").read_text()

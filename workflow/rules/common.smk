@@ -125,6 +125,14 @@ def stage_thresholds():
     return " ".join(str(t) for t in config["evaluate"]["stage_thresholds_months"])
 
 
+# An external labelled test set, predicted by every bundle (workflow/rules/predict.smk).
+EXTERNAL = None
+if config["external_test"]:
+    try:
+        EXTERNAL = resolve_layout(config["external_test"])
+    except LayoutError as exc:
+        raise WorkflowError(f"config key 'external_test': {exc}")
+
 # Bundles (workflow/rules/predict.smk): one per model, and the ensemble's when configured.
 BUNDLES = [f"results/bundles/{m}" for m in MODELS] + (
     ["results/bundles/ensemble"] if ENSEMBLE else []
@@ -155,3 +163,13 @@ def predict_inputs():
 
     inputs = config["predict"]["inputs"]
     return " ".join(shlex.quote(str(p)) for p in inputs)
+
+
+BUNDLE_NAMES = MODELS + (["ensemble"] if ENSEMBLE else [])
+
+
+def external_summaries():
+    """The external test set's summary per bundle, for the report; none when not configured."""
+    if EXTERNAL is None:
+        return []
+    return [f"results/external/{name}/summary.json" for name in BUNDLE_NAMES]

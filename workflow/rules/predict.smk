@@ -79,3 +79,33 @@ rule predict:
         "python -m boneage.predict {params.inputs} --bundle {input.bundle} {params.csv} "
         "--out-dir results/predict --device {params.device} --threads {threads} --keep-going "
         "> {log} 2>&1"
+
+
+rule external_test:
+    """The external labelled test set (config external_test) through one bundle."""
+    input:
+        bundle="results/bundles/{bundle}",
+    output:
+        csv="results/external/{bundle}/predictions.csv",
+        summary="results/external/{bundle}/summary.json",
+    log:
+        "results/logs/external/{bundle}.log",
+    benchmark:
+        "results/benchmarks/external/{bundle}.tsv"
+    wildcard_constraints:
+        bundle="|".join(sorted(BUNDLE_NAMES, key=len, reverse=True)),
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpus,
+    params:
+        images=str(EXTERNAL.image_dir) if EXTERNAL else "",
+        labels=str(EXTERNAL.labels_csv) if EXTERNAL else "",
+        device=config["device"],
+    shell:
+        "python -m boneage.predict {params.images:q} --csv {params.labels:q} --bundle {input.bundle} "
+        "--out-dir results/external/{wildcards.bundle} --device {params.device} --threads {threads} "
+        "--keep-going > {log} 2>&1"

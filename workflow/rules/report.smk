@@ -72,6 +72,7 @@ rule report:
             suffix=(".png", "_sanity.png", "_population.png", ".json"),
         ),
         ensemble=["results/evaluate/ensemble/metrics.json"] if ENSEMBLE else [],
+        external=external_summaries(),
         preprocess="results/preprocess/preprocess_summary.json",
         split="results/split/split_summary.csv",
         dataset="results/download/dataset.json",
@@ -109,11 +110,12 @@ rule report:
         ),
         gradcams=" ".join(f"--gradcam {v} results/report/gradcam" for v in MODELS),
         ensemble="--ensemble-dir results/evaluate/ensemble" if ENSEMBLE else "",
+        external=lambda w, input: " ".join(f"--external {p}" for p in input.external),
         thresholds=stage_thresholds(),
         age_bin=config["evaluate"]["age_bin_months"],
         config_json=json.dumps(config, sort_keys=True),
     shell:
-        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} "
+        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} {params.external} "
         "--preprocess-dir results/preprocess --split-dir results/split --dataset {input.dataset} "
         "--benchmark-dir results/benchmarks --config-json {params.config_json:q} "
         "--stage-thresholds {params.thresholds} --age-bin-months {params.age_bin} "
