@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import apply_bias_correction, score
+from .metrics import apply_bias_correction, score
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 

@@ -29,7 +29,7 @@ from .data import load_images, subset_table
 from .files import read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
 from .inference import load_model, predict, resolve_device
 from .intervals import add_interval
-from .metrics import fit_bias_correction, summarise
+from .metrics import apply_bias_correction, score
 from .provenance import model_card
 
 log = logging.getLogger("boneage.evaluate")
@@ -38,24 +38,6 @@ log = logging.getLogger("boneage.evaluate")
 def train_mean(index: pd.DataFrame, split: pd.DataFrame) -> float:
     ids = set(split.loc[split["subset"] == "train", "id"].astype(str))
     return float(index.loc[index["id"].astype(str).isin(ids), "boneage"].mean())
-
-
-def apply_bias_correction(pred: pd.DataFrame, column: str) -> tuple[pd.Series, dict]:
-    """Fit on the validation rows, apply to all rows."""
-    val = pred["subset"] == "val"
-    a, b = fit_bias_correction(pred.loc[val, "boneage"], pred.loc[val, column])
-    return pred[column] * a + b, {"slope": a, "intercept": b, "fitted_on": "val", "n": int(val.sum())}
-
-
-def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | None = None) -> dict:
-    """Metrics per subset for the final ``pred`` and, for reference, ``pred_raw``."""
-    out = {"baseline_train_mean_months": baseline_months, **(extra or {})}
-    for subset, rows in pred.groupby("subset"):
-        out[subset] = summarise(rows, thresholds, "pred")
-        out[subset]["baseline_mae"] = float(np.mean(np.abs(rows["boneage"] - baseline_months)))
-        if "pred_raw" in rows:
-            out[subset]["mae_raw"] = float(np.mean(np.abs(rows["pred_raw"] - rows["boneage"])))
-    return out
 
 
 def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, card_path: Path | None,

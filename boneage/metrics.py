@@ -94,3 +94,21 @@ def fit_bias_correction(true, pred) -> tuple[float, float]:
         return 1.0, 0.0
     a, b = np.polyfit(pred, true, 1)
     return float(a), float(b)
+
+
+def apply_bias_correction(pred: pd.DataFrame, column: str) -> tuple[pd.Series, dict]:
+    """Fit on the validation rows, apply to all rows."""
+    val = pred["subset"] == "val"
+    a, b = fit_bias_correction(pred.loc[val, "boneage"], pred.loc[val, column])
+    return pred[column] * a + b, {"slope": a, "intercept": b, "fitted_on": "val", "n": int(val.sum())}
+
+
+def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | None = None) -> dict:
+    """Metrics per subset for the final ``pred`` and, for reference, ``pred_raw``."""
+    out = {"baseline_train_mean_months": baseline_months, **(extra or {})}
+    for subset, rows in pred.groupby("subset"):
+        out[subset] = summarise(rows, thresholds, "pred")
+        out[subset]["baseline_mae"] = float(np.mean(np.abs(rows["boneage"] - baseline_months)))
+        if "pred_raw" in rows:
+            out[subset]["mae_raw"] = float(np.mean(np.abs(rows["pred_raw"] - rows["boneage"])))
+    return out
