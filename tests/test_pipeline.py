@@ -285,3 +285,10 @@ def test_an_external_test_set_goes_through_every_bundle_into_the_report(run_dir,
     assert len(both) == 5 and (both["boneage_months"] - both["pred"]).abs().max() < 1e-4  # the same bundle
     assert "Metrics on the external test set" in (run_dir / "results" / "report" / "index.html").read_text()
     assert "External test set, resnet18: MAE" in (run_dir / "results" / "report" / "summary.txt").read_text()
+
+
+def test_the_cluster_profile_does_not_load_the_local_one_gpu_limit(tmp_path):
+    proc = snakemake(tmp_path, "-n", "all", "--workflow-profile", str(REPO / "profiles" / "slurm"),
+                     "--configfile", SMOKE)
+    out = proc.stdout + proc.stderr
+    assert "profiles/slurm" in out and "profiles/default" not in out

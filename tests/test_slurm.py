@@ -38,7 +38,7 @@ def cluster():
 def test_demo_pipeline_runs_through_slurm(cluster, tmp_path):
     t0 = time.time()
     proc = snakemake(
-        tmp_path, "all", "--profile", str(REPO / "profiles" / "slurm"),
+        tmp_path, "all", "--workflow-profile", str(REPO / "profiles" / "slurm"),
         "--configfile", str(REPO / "configs" / "smoke.yaml"), "--config", "device=cpu",
         "--max-threads", str(os.cpu_count()), "--slurm-init-seconds-before-status-checks", "2",
         "--seconds-between-status-checks", "2",
