@@ -25,6 +25,7 @@ import torch
 
 from .files import read_json, sha256_file, write_json
 from .inference import load_model, predict
+from .metrics import corrected
 
 BUNDLE_FORMAT = "boneage-bundle-v1"
 
@@ -71,7 +72,7 @@ def write_ensemble(out_dir: Path, members: dict[str, Path], metrics_path: Path) 
     """The ensemble's bundle: its weights and corrections, and a copy of each member's bundle."""
     metrics = read_json(metrics_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries, preprocess = [], None
+    entries, preprocess, sex_input = [], None, False
     for name, folder in members.items():
         target = out_dir / "members" / name
         if target.exists():
@@ -81,9 +82,10 @@ def write_ensemble(out_dir: Path, members: dict[str, Path], metrics_path: Path) 
         if preprocess is not None and member["preprocess"] != preprocess:
             raise BundleError(f"ensemble member {name} was trained on differently preprocessed images")
         preprocess = member["preprocess"]
+        sex_input = sex_input or bool(member["sex_input"])
         entries.append({"name": name, "path": f"members/{name}", "weight": metrics["weights"][name]})
     bundle = {**_common(metrics, preprocess), "kind": "ensemble", "variant": "ensemble", "members": entries,
-              "sex_input": any(read_json(out_dir / e["path"] / "bundle.json")["sex_input"] for e in entries)}
+              "sex_input": sex_input}
     write_json(out_dir / "bundle.json", bundle)
     return bundle
 
@@ -138,12 +140,8 @@ class Bundle:
             inf = member["inference"]
             pred = predict(model, images_u8, male, member["input_size"], meta["target_mean"], meta["target_std"],
                            device, tta=inf["tta"], hflip=inf["hflip"])
-            total += weight * _corrected(pred, member["bias_correction"])
-        return _corrected(total, self.spec["bias_correction"]) if self.spec["kind"] == "ensemble" else total
-
-
-def _corrected(pred: np.ndarray, correction: dict | None) -> np.ndarray:
-    return pred if not correction else pred * correction["slope"] + correction["intercept"]
+            total += weight * corrected(pred, member["bias_correction"])
+        return corrected(total, self.spec["bias_correction"]) if self.spec["kind"] == "ensemble" else total
 
 
 def main(argv=None) -> None:

@@ -73,16 +73,11 @@ def save(fig, out: Path, dpi: float | None = None) -> list[str]:
     """Lay out, fit titles, write ``out`` and close; returns titles that still overflow (none
     unless a single word is wider than its axes)."""
     plt = pyplot()
-    own_layout = fig.get_layout_engine() is None  # constrained figures lay themselves out
-    if own_layout:
-        fig.tight_layout()
-    else:
-        fig.canvas.draw()
+    # constrained figures lay themselves out when drawn; the others need tight_layout
+    lay_out = fig.tight_layout if fig.get_layout_engine() is None else fig.canvas.draw
+    lay_out()
     fit_titles(fig)
-    if own_layout:
-        fig.tight_layout()
-    else:
-        fig.canvas.draw()
+    lay_out()
     left = overflowing_titles(fig)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)

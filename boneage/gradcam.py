@@ -67,15 +67,15 @@ def choose_layer(model: nn.Module, size: int) -> tuple[str, tuple[int, int]]:
     at input ``size``; the shallowest candidate where none has."""
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[int, int]] = {}
+    names = model.gradcam_layers()
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[-2:])))
-             for n in model.gradcam_layers()]
+             for n in names]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 1, size, size), torch.zeros(1))
     finally:
         for h in hooks:
             h.remove()
-    names = model.gradcam_layers()
     for name in names:
         if min(shapes[name]) >= MIN_CAM_SIDE:
             return name, shapes[name]
@@ -100,6 +100,15 @@ def signed_cam(model: nn.Module, layer: str, x: torch.Tensor, male: torch.Tensor
     a = store["a"].detach().float()
     cams = (grads.float().mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)
     return cams.numpy(), out.detach().float().numpy()
+
+
+def batched_maps(model, layer: str, images_u8: torch.Tensor, male: torch.Tensor, size: int):
+    """:func:`signed_cam` over uint8 images in batches of ``BATCH``: yields (index of the batch's first
+    image, model inputs (B, 1, size, size), raw maps, outputs in standard units, maps at ``size``)."""
+    for s in range(0, len(images_u8), BATCH):
+        x = resize(images_u8[s:s + BATCH], size)
+        raw, out = signed_cam(model, layer, x, male[s:s + BATCH])
+        yield s, x, raw, out, upsample(raw, size)
 
 
 def upsample(cams: np.ndarray, size: int) -> np.ndarray:
@@ -268,23 +277,23 @@ GROUPS = [f"{sex}_{stage}" for sex in ("girls", "boys") for stage in STAGES]
 
 
 def maps_of_test_split(model, layer: str, images_u8: torch.Tensor, male: torch.Tensor, size: int, keys: np.ndarray):
-    """Maps of every test image, batch by batch so that memory stays small: (outputs in standard
-    units, hand mass share, hand area share, {group: [sum of images, sum of maps, n]})."""
+    """Maps of every test image, batch by batch so that memory stays small: (raw maps at the
+    layer's resolution, outputs in standard units, hand mass share, hand area share,
+    {group: [sum of images, sum of maps, n]})."""
     sums = {g: [np.zeros((size, size)), np.zeros((size, size)), 0] for g in GROUPS}
-    outs, inside, area = [], [], []
-    for s in range(0, len(images_u8), BATCH):
-        x = resize(images_u8[s:s + BATCH], size)
-        raw, out = signed_cam(model, layer, x, male[s:s + BATCH])
-        maps, grey = upsample(raw, size), x[:, 0].numpy()
+    raws, outs, inside, area = [], [], [], []
+    for s, x, raw, out, maps in batched_maps(model, layer, images_u8, male, size):
+        grey = x[:, 0].numpy()
         i, a = hand_shares(maps, hand_masks((grey * 255).round().astype(np.uint8)))
+        raws.append(raw)
         outs.append(out)
         inside.append(i)
         area.append(a)
-        for k, key in enumerate(keys[s:s + BATCH]):
+        for k, key in enumerate(keys[s:s + len(x)]):
             sums[key][0] += grey[k]
             sums[key][1] += maps[k]
             sums[key][2] += 1
-    return np.concatenate(outs), np.concatenate(inside), np.concatenate(area), sums
+    return np.concatenate(raws), np.concatenate(outs), np.concatenate(inside), np.concatenate(area), sums
 
 
 def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_images: int = 8,
@@ -299,7 +308,7 @@ def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_i
     male = torch.tensor(test["male"].to_numpy(np.float32))
     log.info("%s: Grad-CAM at %s (%dx%d cells) on %d test images", variant, layer, *cells, len(test))
     keys = group_keys(test, thresholds)
-    out, inside, area, sums = maps_of_test_split(model, layer, images, male, size, keys)
+    raw_all, out, inside, area, sums = maps_of_test_split(model, layer, images, male, size, keys)
     months = out * meta["target_std"] + meta["target_mean"]
     write_table(test[["id", "male", "boneage"]].assign(
         group=keys, predicted=months.round(2), hand_mass_share=inside.round(4), hand_area_share=area.round(4)),
@@ -311,7 +320,7 @@ def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_i
     rows = pick_examples(test, n_images)
     at = torch.as_tensor(test.set_index("id").index.get_indexer(rows["id"]))
     x = resize(images[at], size)
-    raw, _ = signed_cam(model, layer, x, male[at])
+    raw = raw_all[at.numpy()]  # the trained model's maps, from the pass over the test split
     random_raw, _ = signed_cam(randomised(model), layer, x, male[at])
     check = sanity(raw, random_raw)
     maps, random_maps, grey = upsample(raw, size), upsample(random_raw, size), x[:, 0].numpy()

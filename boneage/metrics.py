@@ -96,11 +96,17 @@ def fit_bias_correction(true, pred) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def corrected(pred, correction: dict | None):
+    """Predictions after a fitted bias correction (``slope``, ``intercept``); as they are without one."""
+    return pred if not correction else pred * correction["slope"] + correction["intercept"]
+
+
 def apply_bias_correction(pred: pd.DataFrame, column: str) -> tuple[pd.Series, dict]:
     """Fit on the validation rows, apply to all rows."""
     val = pred["subset"] == "val"
     a, b = fit_bias_correction(pred.loc[val, "boneage"], pred.loc[val, column])
-    return pred[column] * a + b, {"slope": a, "intercept": b, "fitted_on": "val", "n": int(val.sum())}
+    correction = {"slope": a, "intercept": b, "fitted_on": "val", "n": int(val.sum())}
+    return corrected(pred[column], correction), correction
 
 
 def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | None = None) -> dict:

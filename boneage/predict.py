@@ -39,6 +39,7 @@ from .data import load_images
 from .files import setup_logging, usable_threads, write_json, write_table
 from .ingest import parse_sex
 from .inference import resolve_device
+from .intervals import coverage
 from .layout import IMAGE_EXTENSIONS
 from .metrics import regression
 from .preprocess import Settings, run_images
@@ -152,8 +153,7 @@ def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
 
     import cv2
 
-    from .data import resize
-    from .gradcam import choose_layer, overlay_rgb, signed_cam, upsample
+    from .gradcam import batched_maps, choose_layer, overlay_rgb
 
     model, _, _, member = bundle.models[0]
     model = model.float().cpu()
@@ -164,10 +164,8 @@ def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
     images = load_images(rows, out_dir)
     male = torch.tensor(rows["male"].fillna(0.0).to_numpy(np.float32))
     shown = {}
-    for s in range(0, len(rows), 32):
-        x = resize(images[s:s + 32], size)
-        maps = upsample(signed_cam(model, layer, x, male[s:s + 32])[0], size)
-        for k, index in enumerate(rows.index[s:s + 32]):
+    for s, x, _, _, maps in batched_maps(model, layer, images, male, size):
+        for k, index in enumerate(rows.index[s:s + len(x)]):
             name = f"gradcam/{Path(rows.loc[index, 'image']).stem}.png"
             cv2.imwrite(str(out_dir / name), cv2.cvtColor(overlay_rgb(x[k, 0].numpy(), maps[k]), cv2.COLOR_RGB2BGR))
             shown[index] = name
@@ -192,13 +190,14 @@ def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
 def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, device_name: str = "auto",
         threads: int = 1, gradcam: bool = False) -> pd.DataFrame:
     device = resolve_device(device_name)
-    torch.set_num_threads(usable_threads(threads))
+    threads = usable_threads(threads)
+    torch.set_num_threads(threads)
     bundle = Bundle.load(bundle_dir, device)
     settings = Settings(**{**bundle.spec["preprocess"],
                            "mediapipe_renderings": tuple(bundle.spec["preprocess"]["mediapipe_renderings"])})
     files = gather(inputs)
     table = describe(files, read_csv(csv))
-    results = preprocess(files, settings, out_dir, usable_threads(threads))
+    results = preprocess(files, settings, out_dir, threads)
     table["image"] = [results[k].get("image") for k in range(len(files))]
     table["crop_method"] = [results[k].get("crop_method", "") for k in range(len(files))]
     table["error"] = [results[k].get("reject", "") for k in range(len(files))]
@@ -250,7 +249,7 @@ def summarise(table: pd.DataFrame, bundle: Bundle) -> dict:
     if len(labelled):
         true, pred = labelled["boneage_true"].to_numpy(), labelled["boneage_months"].to_numpy()
         out["labelled"] = {**regression(true, pred),
-                           "interval_coverage": float(np.mean(np.abs(true - pred) <= bundle.halfwidth))}
+                           "interval_coverage": coverage(true, pred, bundle.halfwidth)["coverage"]}
     return out
 
 
