@@ -67,6 +67,8 @@ class TrainSpec:
     huber_delta_months: float = 6.0
     patience: int = 0
     input_size: int = 256
+    low_res_size: int = 0  # progressive resizing: the first low_res_epochs train at this side
+    low_res_epochs: int = 0
     augment: dict = field(default_factory=dict)
     ema_decay: float = 0.0
     grad_clip: float = 0.0
@@ -85,7 +87,16 @@ class TrainSpec:
         if spec.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer {spec.optimizer!r}: use adam or adamw")
         Augment.from_dict(spec.augment)
+        if (spec.low_res_size > 0) != (spec.low_res_epochs > 0):
+            raise ValueError("low_res_size and low_res_epochs go together: set both, or both to 0")
+        if spec.low_res_epochs >= spec.epochs:
+            raise ValueError(f"low_res_epochs ({spec.low_res_epochs}) must be fewer than epochs ({spec.epochs}): "
+                             "the last epochs train at input_size, the size the model is evaluated at")
         return spec
+
+    def epoch_input_size(self, epoch: int) -> int:
+        """Input side of training epoch ``epoch`` (0-based): low_res_size first, then input_size."""
+        return self.low_res_size if epoch < self.low_res_epochs else self.input_size
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -331,6 +342,7 @@ class Trainer:
         spec, device = self.spec, self.device
         steps_per_epoch, bs, total_steps, warmup = schedule
         aug = Augment.from_dict(spec.augment)
+        size = spec.epoch_input_size(epoch)
         perm = torch.randperm(train.images.shape[0], device=device, generator=gen)
         batches.epoch(perm)
         loss_sum = torch.zeros((), device=device)
@@ -340,7 +352,7 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = spec.lr * lr_factor(step, total_steps, warmup)
             idx = perm[i * bs:(i + 1) * bs]
-            xb = channels_last(augment(batches(i * bs, (i + 1) * bs, idx), spec.input_size, aug, gen))
+            xb = channels_last(augment(batches(i * bs, (i + 1) * bs, idx), size, aug, gen))
             yb, mb = train.boneage[idx], train.male[idx]
             with autocast(device, self.bf16):
                 z = step_model(xb, mb)
@@ -402,6 +414,7 @@ class Trainer:
             val_mae = float(np.abs(val_pred - val.boneage.cpu().numpy()).mean())
             row = {
                 "epoch": epoch + 1,
+                "input_px": spec.epoch_input_size(epoch),
                 "train_loss": float(loss_sum) / steps_per_epoch,
                 "train_mae": float(err_sum) / (steps_per_epoch * bs),
                 "val_mae": val_mae,

@@ -203,3 +203,31 @@ def test_a_checkpoint_from_another_device_type_resumes_with_a_warning(data, tmp_
         run("resnet18", spec, index, split_csv, tmp_path, "cpu", 1)
     assert "checkpoint was written on cuda, resuming on cpu" in caplog.text
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1, 2]
+
+
+def test_progressive_resizing_trains_small_first_and_validates_at_the_final_size(data, tmp_path):
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 3, "low_res_size": 32, "low_res_epochs": 2})
+    train, val = _subsets(data)
+    seen = []  # (training?, input side) of every top-level forward pass
+
+    def record(module, args):
+        if isinstance(args[0], torch.Tensor) and args[0].dim() == 4 and module.__class__.__name__ == "BoneAgeNet":
+            seen.append((module.training, args[0].shape[-1]))
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        result = Trainer("resnet18", spec, tmp_path, torch.device("cpu"), "h").fit(train, val)
+    finally:
+        hook.remove()
+    steps = len(train.ids) // spec.batch_size
+    trained = [size for training, size in seen if training]
+    assert trained == [32] * (2 * steps) + [48] * steps
+    assert {size for training, size in seen if not training} == {48}
+    assert [row["input_px"] for row in result["history"]] == [32, 32, 48]
+
+
+@pytest.mark.parametrize("bad", [{"low_res_size": 32}, {"low_res_epochs": 1},
+                                 {"low_res_size": 32, "low_res_epochs": 3}])
+def test_an_incomplete_or_too_long_low_res_phase_is_refused(bad):
+    with pytest.raises(ValueError, match="low_res"):
+        TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 3, **bad})
