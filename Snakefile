@@ -1,6 +1,6 @@
 # Pediatric bone age assessment from hand radiographs (RSNA layout): the whole pipeline.
 #
-#   download -> preprocess -> split -> train (per variant) -> evaluate (per variant) [-> ensemble]
+#   download -> preprocess -> split -> plan, train (per variant) -> evaluate (per variant) [-> ensemble]
 #   -> gradcam (per variant) -> report; bundles (per variant, ensemble) -> predict (new images)
 #
 # Run: snakemake --cores 8 all        (README.md: set-up, RSNA data, clusters, results layout)
@@ -29,6 +29,7 @@ include: "workflow/rules/predict.smk"
 
 localrules:
     all,
+    plan,
     train,
     evaluate,
     bundles,

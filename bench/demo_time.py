@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from boneage.tables import stage_times  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,12 +38,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def job_seconds(benchmarks: Path) -> pd.DataFrame:
-    rows = [{"job": str(f.relative_to(benchmarks).with_suffix("")), "seconds": float(pd.read_csv(f, sep="\t")["s"].iloc[-1])}
-            for f in sorted(benchmarks.rglob("*.tsv"))]
-    return pd.DataFrame(rows, columns=["job", "seconds"])
 
 
 def timed(cmd: list[str], cwd: Path, log: Path) -> float:
@@ -77,11 +73,11 @@ def main() -> None:
     wall = timed([str(clone / ".venv" / "bin" / "snakemake"), "--cores", str(args.cores), "all"], clone,
                  tmp / "snakemake.log")
     print(f"demo `snakemake --cores {args.cores} all`: {wall:.1f} s wall")
-    jobs = job_seconds(clone / "results" / "benchmarks")
+    jobs = stage_times(sorted((clone / "results" / "benchmarks").rglob("*.tsv")))
     print(f"\nseconds per job (Snakemake benchmark files; {jobs['seconds'].sum():.1f} s in all, "
           "jobs may overlap):")
     for row in jobs.itertuples():
-        print(f"  {row.job:<36} {row.seconds:7.1f}")
+        print(f"  {row.stage:<36} {row.seconds:7.1f}")
     print("\ntest MAE (months):")
     for metrics in sorted((clone / "results" / "evaluate").glob("*/metrics.json")):
         m = json.loads(metrics.read_text())["test"]

@@ -5,7 +5,7 @@ the current device (CUDA or CPU):
 
 * model-only: forward + backward + optimiser step on tensors already in memory, with the trainer's
   own optimiser, loss and kernels (channels_last; bf16 autocast on CUDA): the ceiling;
-* trainer: ``boneage.train.Trainer.fit`` on a synthetic uint8 training set at the config's
+* trainer: ``boneage.trainer.Trainer.fit`` on a synthetic uint8 training set at the config's
   ``image_size``, held where the trainer holds it, end to end: augmentation, EMA, the validation
   pass (the recipe's val/train ratio) and the checkpoint writes of every epoch, as images trained
   per second of epoch wall time; the median over the epochs after the first (warm-up);
@@ -36,7 +36,9 @@ from boneage.config import model_list, variant_spec  # noqa: E402
 from boneage.files import usable_threads  # noqa: E402
 from boneage.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
 from boneage.models import build_model  # noqa: E402
-from boneage.train import Data, Trainer, TrainSpec, loss_fn  # noqa: E402
+from boneage.batches import Data  # noqa: E402
+from boneage.spec import TrainSpec  # noqa: E402
+from boneage.trainer import Trainer, loss_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +97,7 @@ def trainer_rate(name: str, spec: TrainSpec, device, n_images: int, n_val: int, 
     images = torch.randint(0, 256, (n_images + n_val, 1, source_size, source_size), dtype=torch.uint8, generator=gen)
     boneage = torch.rand(n_images + n_val, generator=gen) * 228
     male = (torch.rand(n_images + n_val, generator=gen) > 0.5).float()
-    # placed as train.run places it (see train.place): on the GPU when there is one
+    # placed as train.run places it (see batches.place): on the GPU when there is one
     train = Data(images[:n_images].to(device), boneage[:n_images].to(device), male[:n_images].to(device),
                  list(range(n_images)))
     val = Data(images[n_images:].to(device), boneage[n_images:].to(device), male[n_images:].to(device),
@@ -136,8 +138,14 @@ def main() -> None:
           f"images at {config['image_size']} px with {n_val} validation images, median of epochs 2-{args.epochs}")
     print("| variant | input px | batch | EMA | compiled | model-only img/s | trainer img/s | ratio | peak GPU GB |")
     print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for name in names:
-        spec = TrainSpec.from_dict(variant_spec(config, name))
+        full = TrainSpec.from_dict(variant_spec(config, name))
+        # a progressive-resizing recipe trains at two sizes: one row for each phase
+        sizes = [full.low_res_size, full.input_size] if full.low_res_epochs else [full.input_size]
+        rows += [(name, TrainSpec.from_dict({**asdict(full), "input_size": size, "low_res_size": 0,
+                                             "low_res_epochs": 0})) for size in sizes]
+    for name, spec in rows:
         if spec.compile:
             torch._dynamo.reset()  # every row compiles its own model from scratch
         if device.type == "cuda":

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .files import read_json, sha256_file, write_json
-from .inference import load_model, predict
+from .inference import load_model, model_meta, predict
 from .metrics import corrected
 
 BUNDLE_FORMAT = "boneage-bundle-v1"
@@ -35,8 +35,7 @@ class BundleError(ValueError):
 
 
 def _variant_entry(metrics: dict, model_path: Path) -> dict:
-    blob = torch.load(model_path, map_location="cpu", weights_only=True)
-    spec = blob["spec"]
+    spec = model_meta(model_path)["spec"]
     return {
         "variant": metrics["variant"], "model": {"file": "model.pt", "sha256": sha256_file(model_path)},
         "sex_input": bool(spec.get("sex_input", False)), "input_size": int(spec["input_size"]),
@@ -142,33 +141,3 @@ class Bundle:
                            device, tta=inf["tta"], hflip=inf["hflip"])
             total += weight * corrected(pred, member["bias_correction"])
         return corrected(total, self.spec["bias_correction"]) if self.spec["kind"] == "ensemble" else total
-
-
-def main(argv=None) -> None:
-    import argparse
-
-    from .files import setup_logging
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="kind", required=True)
-    one = sub.add_parser("variant", help="bundle one trained variant")
-    one.add_argument("--model", required=True)
-    one.add_argument("--metrics", required=True, help="the variant's evaluate/metrics.json")
-    one.add_argument("--preprocess-summary", required=True)
-    one.add_argument("--model-card", required=True)
-    one.add_argument("--out-dir", required=True)
-    ens = sub.add_parser("ensemble", help="bundle the ensemble from its members' bundles")
-    ens.add_argument("--member", nargs=2, action="append", required=True, metavar=("NAME", "BUNDLE_DIR"))
-    ens.add_argument("--metrics", required=True, help="evaluate/ensemble/metrics.json")
-    ens.add_argument("--out-dir", required=True)
-    args = parser.parse_args(argv)
-    setup_logging()
-    if args.kind == "variant":
-        write_variant(Path(args.out_dir), Path(args.model), Path(args.metrics), Path(args.preprocess_summary),
-                      Path(args.model_card))
-    else:
-        write_ensemble(Path(args.out_dir), {n: Path(d) for n, d in args.member}, Path(args.metrics))
-
-
-if __name__ == "__main__":
-    main()

@@ -134,9 +134,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, help="dataset.json to write")
     parser.add_argument("--data-dir", default=None, help="RSNA-layout folder (source=local)")
     parser.add_argument("--work-dir", default="results/data", help="where demo/kaggle data go")
-    parser.add_argument("--demo-n-images", type=int, default=300)
-    parser.add_argument("--demo-seed", type=int, default=7)
-    parser.add_argument("--kaggle-dataset", default=KAGGLE_DATASET)
+    parser.add_argument("--demo-n-images", type=int, required=True)
+    parser.add_argument("--demo-seed", type=int, required=True)
+    parser.add_argument("--kaggle-dataset", required=True)
     args = parser.parse_args(argv)
     setup_logging()
     try:

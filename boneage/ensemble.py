@@ -56,8 +56,8 @@ def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFra
     return merged, dict(zip(names, map(float, w)))
 
 
-def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], out_dir: Path,
-        weighting: str, bias_correction: bool, thresholds, interval_level: float = 0.9) -> dict:
+def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predictions_path: Path, metrics_path: Path,
+        weighting: str, bias_correction: bool, thresholds, interval_level: float) -> dict:
     tables = {name: pd.read_parquet(path) for name, path in prediction_files.items()}
     merged, weights = combine(tables, weighting)
     extra = {"variant": "ensemble", "members": list(tables), "weighting": weighting, "weights": weights,
@@ -72,8 +72,8 @@ def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], out_d
     corr = np.corrcoef([(t.sort_values("id")["pred"] - t.sort_values("id")["boneage"]).to_numpy()
                         for t in tables.values()]) if len(tables) > 1 else np.ones((1, 1))
     metrics["error_correlation"] = {"members": list(tables), "matrix": corr.round(4).tolist()}
-    write_table(merged.drop(columns=list(tables)), out_dir / "predictions.parquet")
-    write_json(out_dir / "metrics.json", metrics)
+    write_table(merged.drop(columns=list(tables)), predictions_path)
+    write_json(metrics_path, metrics)
     log.info("ensemble of %s (%s weights %s): test MAE %.2f months", list(tables), weighting,
              {k: round(v, 3) for k, v in weights.items()}, metrics["test"]["mae"])
     return metrics
@@ -83,15 +83,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--member", nargs=3, action="append", required=True,
                         metavar=("NAME", "PREDICTIONS", "METRICS"), help="one per ensemble member")
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--weighting", choices=WEIGHTINGS, default="inverse_val_mae")
+    parser.add_argument("--predictions", required=True, help="the ensemble's predictions.parquet to write")
+    parser.add_argument("--metrics", required=True, help="the ensemble's metrics.json to write")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, required=True)
     parser.add_argument("--bias-correction", action="store_true")
-    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0))
-    parser.add_argument("--interval-level", type=float, default=0.9)
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
+    parser.add_argument("--interval-level", type=float, required=True)
     args = parser.parse_args(argv)
     setup_logging()
     run({m[0]: Path(m[1]) for m in args.member}, {m[0]: Path(m[2]) for m in args.member},
-        Path(args.out_dir), args.weighting, args.bias_correction, tuple(args.stage_thresholds),
+        Path(args.predictions), Path(args.metrics), args.weighting, args.bias_correction, tuple(args.stage_thresholds),
         args.interval_level)
 
 

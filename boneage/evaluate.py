@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 
 from .data import load_images, subset_table
 from .files import read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
-from .inference import load_model, predict, resolve_device
+from .inference import load_model, model_meta, predict, resolve_device
 from .intervals import add_interval
 from .metrics import apply_bias_correction, score
 from .provenance import model_card
@@ -40,10 +41,20 @@ def train_mean(index: pd.DataFrame, split: pd.DataFrame) -> float:
     return float(index.loc[index["id"].astype(str).isin(ids), "boneage"].mean())
 
 
-def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, card_path: Path | None,
-        dataset_json: Path | None, preprocess_json: Path | None, train_summary: Path | None,
-        tta: bool, bias_correction: bool, thresholds, device_name: str = "auto", threads: int = 1,
-        interval_level: float = 0.9) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    """How predictions are made and scored (config ``evaluate``)."""
+
+    tta: bool
+    bias_correction: bool
+    stage_thresholds: tuple[float, float]
+    interval_level: float
+
+
+def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: Path, metrics_path: Path,
+        settings: Settings, device_name: str = "auto", threads: int = 1) -> dict:
+    """Predict the validation and test splits, correct, add intervals, score; writes the predictions
+    (parquet) and metrics (JSON) and returns the metrics."""
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     model, meta = load_model(model_path, device)
@@ -58,29 +69,34 @@ def run(model_path: Path, index_path: Path, split_path: Path, out_dir: Path, car
     pred = rows[["id", "subset", "boneage", "male"]].copy()
     pred["pred_raw"] = predict(*args)
     column = "pred_raw"
-    if tta:
+    if settings.tta:
         pred["pred_tta"] = predict(*args, tta=True, hflip=hflip)
         column = "pred_tta"
-    extra = {"variant": meta["variant"], "tta": tta, "bias_correction": None}
-    if bias_correction:
+    extra = {"variant": meta["variant"], "tta": settings.tta, "bias_correction": None}
+    if settings.bias_correction:
         pred["pred"], extra["bias_correction"] = apply_bias_correction(pred, column)
     else:
         pred["pred"] = pred[column]
-    extra["interval"] = add_interval(pred, interval_level)
-    write_table(pred, out_dir / "predictions.parquet")
-    metrics = score(pred, train_mean(index, split), thresholds, extra)
-    write_json(out_dir / "metrics.json", metrics)
+    extra["interval"] = add_interval(pred, settings.interval_level)
+    write_table(pred, predictions_path)
+    metrics = score(pred, train_mean(index, split), settings.stage_thresholds, extra)
+    write_json(metrics_path, metrics)
     log.info("%s test: MAE %.2f months (raw %.2f, baseline %.2f), R2 %.3f", meta["variant"],
              metrics["test"]["mae"], metrics["test"]["mae_raw"], metrics["test"]["baseline_mae"],
              metrics["test"]["r2"])
-    if card_path is not None:
-        card = model_card(
-            meta["variant"], meta, read_json(preprocess_json), read_json(dataset_json),
-            sha256_file(split_path), sha256_file(index_path),
-            {k: metrics[k] for k in ("val", "test", "tta", "bias_correction", "interval") if k in metrics},
-            read_json(train_summary) if train_summary else {})
-        write_json(card_path, card)
     return metrics
+
+
+def write_card(card_path: Path, model_path: Path, metrics: dict, index_path: Path, split_path: Path,
+               dataset_json: Path, preprocess_json: Path, train_summary: Path) -> None:
+    """The model card (``provenance.model_card``) of the evaluated model."""
+    meta = model_meta(model_path)
+    card = model_card(
+        meta["variant"], meta, read_json(preprocess_json), read_json(dataset_json),
+        sha256_file(split_path), sha256_file(index_path),
+        {k: metrics[k] for k in ("val", "test", "tta", "bias_correction", "interval") if k in metrics},
+        read_json(train_summary))
+    write_json(card_path, card)
 
 
 def main(argv=None) -> None:
@@ -88,29 +104,28 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--index", required=True)
     parser.add_argument("--split", required=True)
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--model-card", default=None, help="model_card.json to write")
-    parser.add_argument("--dataset", default=None, help="dataset.json (for the model card)")
-    parser.add_argument("--preprocess-summary", default=None, help="preprocess_summary.json (model card)")
-    parser.add_argument("--train-summary", default=None, help="train_summary.json (model card)")
+    parser.add_argument("--predictions", required=True, help="predictions.parquet to write")
+    parser.add_argument("--metrics", required=True, help="metrics.json to write")
+    parser.add_argument("--model-card", required=True, help="model_card.json to write")
+    parser.add_argument("--dataset", required=True, help="dataset.json (for the model card)")
+    parser.add_argument("--preprocess-summary", required=True, help="preprocess_summary.json (model card)")
+    parser.add_argument("--train-summary", required=True, help="train_summary.json (model card)")
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--bias-correction", action="store_true")
-    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=(120.0, 216.0),
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True,
                         metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months")
-    parser.add_argument("--interval-level", type=float, default=0.9,
+    parser.add_argument("--interval-level", type=float, required=True,
                         help="coverage of the conformal prediction interval fitted on validation")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        run(Path(args.model), Path(args.index), Path(args.split), Path(args.out_dir),
-            Path(args.model_card) if args.model_card else None,
-            Path(args.dataset) if args.dataset else None,
-            Path(args.preprocess_summary) if args.preprocess_summary else None,
-            Path(args.train_summary) if args.train_summary else None,
-            args.tta, args.bias_correction, tuple(args.stage_thresholds), args.device, args.threads,
-            args.interval_level)
+        settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level)
+        metrics = run(Path(args.model), Path(args.index), Path(args.split), Path(args.predictions), Path(args.metrics),
+                      settings, args.device, args.threads)
+        write_card(Path(args.model_card), Path(args.model), metrics, Path(args.index), Path(args.split),
+                   Path(args.dataset), Path(args.preprocess_summary), Path(args.train_summary))
     except (FileNotFoundError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(1)

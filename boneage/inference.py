@@ -1,4 +1,8 @@
-"""Loading a trained model and predicting bone age in months (used by train, evaluate, report)."""
+"""The model file ``model.pt`` (written and read here only) and predicting bone age in months.
+
+``model.pt`` holds the selected weights (the EMA's when EMA is on), the training spec, the target
+mean and standard deviation and the data hash; nothing else writes or parses it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import torch
 
 from .data import resize, tta_views
+from .files import atomic_path
 from .models import BoneAgeNet, build_model
 
 MODEL_FORMAT = "boneage-model-v1"
@@ -44,11 +49,39 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[BoneAgeNet, dict]:
-    """A trained model from ``model.pt`` and its metadata (spec, target mean/std, ...)."""
+def save_model(path: str | Path, variant: str, checkpoint: dict) -> None:
+    """Write ``model.pt`` from the training checkpoint of the selected epoch (``checkpoint/best.pt``)."""
+    blob = {
+        "format": MODEL_FORMAT,
+        "variant": variant,
+        "spec": checkpoint["spec"],
+        "spec_digest": checkpoint["spec_digest"],
+        "data_hash": checkpoint["data_hash"],
+        "epoch": checkpoint["epoch"],
+        "best_val_mae": checkpoint["best"]["val_mae"],
+        "target_mean": checkpoint["target"]["mean"],
+        "target_std": checkpoint["target"]["std"],
+        "model": checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["model"],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _read(path: str | Path) -> dict:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a boneage model file (format {blob.get('format')!r})")
+    return blob
+
+
+def model_meta(path: str | Path) -> dict:
+    """What ``model.pt`` says of its model (variant, spec, target statistics, ...), without weights."""
+    return {k: v for k, v in _read(path).items() if k != "model"}
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[BoneAgeNet, dict]:
+    """A trained model from ``model.pt`` and its metadata (spec, target mean/std, ...)."""
+    blob = _read(path)
     spec = dict(blob["spec"], pretrained="none")  # the weights below replace any pretrained ones
     model = build_model(spec)
     model.load_state_dict(blob["model"])

@@ -65,14 +65,8 @@ def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         )
     if raw.empty:
         raise LabelsError(f"label file {csv} has a header but no rows: nothing to train on")
-    df = pd.DataFrame(
-        {
-            "id": raw["id"].str.strip(),
-            "boneage_text": raw["boneage"].str.strip(),
-            "male_text": raw["male"].str.strip(),
-            "row": np.arange(1, len(raw) + 1),
-        }
-    )
+    df = pd.DataFrame({"id": raw["id"].str.strip(), "boneage_text": raw["boneage"].str.strip(),
+                       "male_text": raw["male"].str.strip(), "row": np.arange(1, len(raw) + 1)})
     df["boneage"] = pd.to_numeric(df["boneage_text"], errors="coerce")
     df["male_value"] = df["male_text"].map(parse_sex)
 

@@ -42,7 +42,7 @@ from .inference import resolve_device
 from .intervals import coverage
 from .layout import IMAGE_EXTENSIONS
 from .metrics import regression
-from .preprocess import Settings, run_images
+from .radiograph import Settings, run_images
 
 log = logging.getLogger("boneage.predict")
 
@@ -153,7 +153,7 @@ def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
 
     import cv2
 
-    from .gradcam import batched_maps, choose_layer, overlay_rgb
+    from .cam import batched_maps, choose_layer, overlay_rgb
 
     model, _, _, member = bundle.models[0]
     model = model.float().cpu()

@@ -12,170 +12,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from . import handcheck
-from .crop import CROP_METHODS, RENDERINGS, Analysis, HandCropper, remove_markers
-from .files import progress, read_json, setup_logging, sha256_bytes, usable_threads, write_json, write_table
-from .images import ImageError, check_usable, find_image, inside, read_grey, to_uint8
+from .crop import CROP_METHODS, RENDERINGS
+from .files import read_json, setup_logging, usable_threads, write_json, write_table
+from .images import find_image, read_grey, to_uint8
 from .ingest import REJECT_COLUMNS, read_labels
+from .radiograph import STEPS, Settings, run_images
 
 log = logging.getLogger("boneage.preprocess")
 
-STEPS = ("read", "decode", "check", "crop", "resize", "clahe", "encode")
 THUMBNAIL_PX = 400  # long side of the contact sheet's source images
 DOUBTS_LISTED = 100  # doubtful images named in the summary and the report
 
 
-@dataclass(frozen=True)
-class Settings:
-    image_size: int = 256
-    crop_method: str = "auto"
-    crop_margin: float = 0.05
-    remove_markers: bool = True
-    clahe_clip_limit: float = 2.0
-    clahe_tile_grid: int = 8
-    hand_model: str | None = None
-    mediapipe_renderings: tuple[str, ...] = RENDERINGS
-    hand_check: bool = True
-
-
 class RejectedShareError(RuntimeError):
     pass
-
-
-def resize_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Resize keeping the aspect ratio so the long side is ``size``; returns image and (h, w)."""
-    h, w = img.shape[:2]
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    return cv2.resize(img, (new_w, new_h), interpolation=interp), (new_h, new_w)
-
-
-def pad_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre ``img`` on a black ``size`` x ``size`` canvas."""
-    h, w = img.shape[:2]
-    top, left = (size - h) // 2, (size - w) // 2
-    return cv2.copyMakeBorder(img, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT, value=0)
-
-
-def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple[np.ndarray, dict, dict]:
-    """One radiograph to its model input. Returns (png image, index fields, seconds per step).
-
-    Raises ImageError for an image that cannot be used.
-    """
-    t = {}
-    t0 = time.perf_counter()
-    data = path.read_bytes()
-    t["read"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    raw = read_grey(path, data)
-    check_usable(raw)
-    img = to_uint8(raw)
-    t["decode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    analysis, doubt = None, None
-    if settings.hand_check:
-        analysis = Analysis(img)  # the crop reuses it
-        reason, doubt = handcheck.check(img, analysis)
-        if reason:
-            raise ImageError(reason)
-    t["check"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    crop = cropper(img, analysis)
-    x0, y0, x1, y1 = crop.box
-    cut = img[y0:y1, x0:x1]
-    markers = 0
-    if settings.remove_markers:
-        cut, markers = remove_markers(cut)
-    t["crop"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    small, _ = resize_pad(cut, settings.image_size)
-    t["resize"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip_limit,
-                            tileGridSize=(settings.clahe_tile_grid, settings.clahe_tile_grid))
-    out = pad_square(clahe.apply(small), settings.image_size)
-    t["clahe"] = time.perf_counter() - t0
-
-    fields = {
-        "source_file": str(path),
-        "source_sha256": sha256_bytes(data),
-        "source_dtype": str(raw.dtype),
-        "height_before": int(raw.shape[0]),
-        "width_before": int(raw.shape[1]),
-        "crop_method": crop.method,
-        "crop_x0": x0, "crop_y0": y0, "crop_x1": x1, "crop_y1": y1,
-        "landmarks": int(crop.landmarks),
-        "mediapipe_refused": int(crop.refused),
-        "markers_removed": int(markers),
-        "hand_doubt": doubt or "",
-        "height_after": int(out.shape[0]),
-        "width_after": int(out.shape[1]),
-    }
-    return out, fields, t
-
-
-# --- worker processes: one HandCropper (and MediaPipe graph) per process --------------------------
-_worker: dict = {}
-
-
-def _init_worker(settings: Settings, out_dir: str) -> None:
-    cv2.setNumThreads(1)
-    _worker["settings"] = settings
-    _worker["out_dir"] = Path(out_dir)
-    _worker["cropper"] = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
-                                     settings.mediapipe_renderings)
-
-
-def _work(task: tuple[str, str | None]) -> dict:
-    image_id, path = task
-    if path is None:
-        return {"id": image_id, "reject": "image file not found"}
-    try:
-        out, fields, t = process_image(Path(path), _worker["settings"], _worker["cropper"])
-        t0 = time.perf_counter()
-        rel = f"images/{image_id}.png"
-        target = inside(_worker["out_dir"] / "images", f"{image_id}.png")
-        ok = cv2.imwrite(str(target), out, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise OSError(f"could not write {_worker['out_dir'] / rel}")
-        t["encode"] = time.perf_counter() - t0
-        return {"id": image_id, "image": rel, **fields, "timing": t}
-    except ImageError as exc:
-        return {"id": image_id, "file": path, "reject": str(exc)}
-    except Exception as exc:  # a broken file must not stop the other 14,000
-        return {"id": image_id, "file": path, "reject": f"{type(exc).__name__}: {exc}"}
-
-
-def run_images(tasks: list[tuple[str, str | None]], settings: Settings, out_dir: Path, threads: int):
-    """Process images in ``threads`` processes with a progress bar; yields result dicts."""
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    chunk = max(1, min(32, len(tasks) // (threads * 8) or 1))
-    if threads <= 1:
-        _init_worker(settings, str(out_dir))
-        try:
-            yield from progress(map(_work, tasks), total=len(tasks), desc="preprocess", unit="img")
-        finally:
-            _worker["cropper"].close()
-        return
-    ctx = mp.get_context("spawn")  # MediaPipe and OpenCV threads do not survive fork well
-    with ctx.Pool(threads, initializer=_init_worker, initargs=(settings, str(out_dir))) as pool:
-        results = pool.imap_unordered(_work, tasks, chunksize=chunk)
-        yield from progress(results, total=len(tasks), desc="preprocess", unit="img")
 
 
 def contact_sheet(index: pd.DataFrame, out_dir: Path, path: Path, n: int, seed: int = 0) -> None:
@@ -228,16 +88,9 @@ def summarise_timing(timings: list[dict], wall_s: float, threads: int) -> dict:
     }
 
 
-def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
-        max_reject_fraction: float = 0.05, contact_sheet_n: int = 24,
-        kept_rejects: Path | None = None) -> pd.DataFrame:
-    """Preprocess every labelled image; returns the index.
-
-    ``kept_rejects``: where the reject list is also written when the reject share stops the stage
-    (Snakemake removes a failed job's outputs, ``rejects.csv`` among them; the rule points this into
-    its log folder, which it keeps).
-    """
-    dataset = read_json(dataset_json)
+def _tasks(dataset: dict) -> tuple[list[tuple[str, str | None]], pd.DataFrame, pd.DataFrame]:
+    """(id, image path or None) per labelled row, the labels and the label rows rejected; warns of
+    image files without a row."""
     labels, label_rejects = read_labels(dataset["labels_csv"])
     image_dir = Path(dataset["image_dir"])
     tasks = []
@@ -249,49 +102,79 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
     if unlabelled:
         log.warning("%d files in %s have no row in the label csv (ignored), e.g. %s",
                     len(unlabelled), image_dir, unlabelled[:5])
+    return tasks, labels, label_rejects
 
-    threads = usable_threads(threads)  # more processes than cores only adds MediaPipe start-ups
-    log.info("preprocessing %d images with %d processes: %s", len(tasks), threads, settings)
-    t0 = time.perf_counter()
+
+def _collect(results, image_dir: Path) -> tuple[list[dict], pd.DataFrame, list[dict]]:
+    """Written images' index rows, rejected images (id, file, reason) and step timings."""
     records, bad, timings = [], [], []
-    for res in run_images(tasks, settings, out_dir, threads):
+    for res in results:
         if "reject" in res:
-            bad.append({"id": res["id"], "file": res.get("file") or "", "reason": res["reject"]})
+            bad.append({"id": res["id"], "file": res.get("file") or str(image_dir / f"{res['id']}.*"),
+                        "reason": res["reject"]})
         else:
             timings.append(res.pop("timing"))
             records.append(res)
-    wall = time.perf_counter() - t0
+    return records, pd.DataFrame(bad, columns=REJECT_COLUMNS), timings
 
-    image_rejects = pd.DataFrame(bad, columns=REJECT_COLUMNS)
-    for r in image_rejects.itertuples():
-        if not r.file:
-            image_rejects.loc[r.Index, "file"] = str(image_dir / f"{r.id}.*")
+
+def crop_method_table(index: pd.DataFrame) -> pd.DataFrame:
+    """Images per winning crop method, with MediaPipe hands refused and hand doubts among them."""
+    if not len(index):
+        table = pd.DataFrame(columns=["crop_method", "images", "mediapipe_hand_refused", "hand_doubt"])
+    else:
+        table = (index.assign(refused=index["mediapipe_refused"] > 0, doubt=index["hand_doubt"] != "")
+                 .groupby("crop_method")
+                 .agg(images=("id", "size"), mediapipe_hand_refused=("refused", "sum"), hand_doubt=("doubt", "sum"))
+                 .reset_index())
+    table.insert(2, "share", (table["images"].astype(float) / max(1, len(index))).round(4))
+    return table
+
+
+def _check_share(rejects: pd.DataFrame, total: int, max_fraction: float, written: int, listed: Path,
+                 kept_rejects: Path | None) -> None:
+    share = len(rejects) / max(1, total)
+    if share <= max_fraction and written:
+        return
+    if kept_rejects is not None:
+        write_table(rejects, kept_rejects)
+        listed = kept_rejects
+    first = "; ".join(f"{r.file}: {r.reason}" for r in rejects.head(5).itertuples())
+    raise RejectedShareError(
+        f"{len(rejects)} of {total} rows rejected ({100 * share:.1f} % > max_reject_fraction "
+        f"{100 * max_fraction:.1f} %). First: {first}. Every rejected row with its reason: "
+        f"{listed}. Fix or remove those rows, or raise preprocess.max_reject_fraction."
+    )
+
+
+def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
+        max_reject_fraction: float = 0.05, contact_sheet_n: int = 24,
+        kept_rejects: Path | None = None) -> pd.DataFrame:
+    """Preprocess every labelled image; returns the index.
+
+    ``kept_rejects``: where the reject list is also written when the reject share stops the stage
+    (Snakemake removes a failed job's outputs, ``rejects.csv`` among them; the rule points this into
+    its log folder, which it keeps).
+    """
+    dataset = read_json(dataset_json)
+    tasks, labels, label_rejects = _tasks(dataset)
+    threads = usable_threads(threads)  # more processes than cores only adds MediaPipe start-ups
+    log.info("preprocessing %d images with %d processes: %s", len(tasks), threads, settings)
+    t0 = time.perf_counter()
+    records, image_rejects, timings = _collect(run_images(tasks, settings, out_dir, threads),
+                                               Path(dataset["image_dir"]))
+    wall = time.perf_counter() - t0
     rejects = pd.concat([label_rejects, image_rejects], ignore_index=True)
     write_table(rejects, out_dir / "rejects.csv")
-
-    index = pd.DataFrame(records)
-    if index.empty:
-        index = pd.DataFrame(columns=["id", "image"])
+    index = pd.DataFrame(records) if records else pd.DataFrame(columns=["id", "image"])
     index = labels[["id", "boneage", "male"]].merge(index, on="id", how="inner")
     write_table(index, out_dir / "index.parquet")
-
     total = len(labels) + len(label_rejects)  # every csv row
-    share = len(rejects) / max(1, total)
     for r in rejects.itertuples():
         log.warning("rejected id=%s file=%s: %s", r.id, r.file, r.reason)
-    log.info("%d images written, %d rejected (%.1f %%)", len(index), len(rejects), 100 * share)
-
+    log.info("%d images written, %d rejected (%.1f %%)", len(index), len(rejects), 100 * len(rejects) / max(1, total))
     qc = out_dir / "qc"
-    method_table = (
-        index.assign(refused=index["mediapipe_refused"] > 0, doubt=index["hand_doubt"] != "")
-        .groupby("crop_method")
-        .agg(images=("id", "size"), mediapipe_hand_refused=("refused", "sum"), hand_doubt=("doubt", "sum"))
-        .reset_index()
-        if len(index)
-        else pd.DataFrame(columns=["crop_method", "images", "mediapipe_hand_refused", "hand_doubt"])
-    )
-    method_table.insert(2, "share", (method_table["images"].astype(float) / max(1, len(index))).round(4))
-    write_table(method_table, qc / "crop_methods.csv")
+    write_table(crop_method_table(index), qc / "crop_methods.csv")
     doubts = index[index["hand_doubt"] != ""] if len(index) else index
     for r in doubts.itertuples():
         log.warning("kept but doubtful id=%s file=%s: %s", r.id, r.source_file, r.hand_doubt)
@@ -309,18 +192,7 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
     log.info("summary: %s", summary)
     if len(index):
         contact_sheet(index, out_dir, qc / "contact_sheet.png", contact_sheet_n)
-
-    if share > max_reject_fraction or index.empty:
-        listed = out_dir / "rejects.csv"
-        if kept_rejects is not None:
-            write_table(rejects, kept_rejects)
-            listed = kept_rejects
-        first = "; ".join(f"{r.file}: {r.reason}" for r in rejects.head(5).itertuples())
-        raise RejectedShareError(
-            f"{len(rejects)} of {total} rows rejected ({100 * share:.1f} % > max_reject_fraction "
-            f"{100 * max_reject_fraction:.1f} %). First: {first}. Every rejected row with its reason: "
-            f"{listed}. Fix or remove those rows, or raise preprocess.max_reject_fraction."
-        )
+    _check_share(rejects, total, max_reject_fraction, len(index), out_dir / "rejects.csv", kept_rejects)
     return index
 
 
@@ -339,8 +211,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-hand-check", action="store_true",
                         help="keep images that do not look like hand radiographs")
     parser.add_argument("--hand-model", default=None, help="hand_landmarker.task (default: packaged)")
-    parser.add_argument("--max-reject-fraction", type=float, default=0.05)
-    parser.add_argument("--contact-sheet-n", type=int, default=24)
+    parser.add_argument("--max-reject-fraction", type=float, required=True)
+    parser.add_argument("--contact-sheet-n", type=int, required=True)
     parser.add_argument("--kept-rejects", default=None,
                         help="also write the reject list here when the reject share stops the stage")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from boneage.figures import grid, overflowing_titles, save
-from boneage.report import fig_confusion
+from boneage.plots import fig_confusion
 
 
 def test_a_title_too_wide_for_its_axes_is_shrunk_or_wrapped(tmp_path):

@@ -176,7 +176,7 @@ def test_images_that_are_not_hand_radiographs_are_rejected_or_flagged(tmp_path):
     assert doubts["hand1"] == doubts["hand2"] == ""
     assert summary["hand_doubts"] == 2 and {d["id"] for d in summary["hand_doubt_examples"]} == DOUBTFUL
 
-    from boneage.report import _doubts
+    from boneage.page import _doubts
 
     page = _doubts(summary)
     assert "2 images passed the hand check with a doubt" in page and "text_page" in page
@@ -255,7 +255,7 @@ def test_preprocess_memory_stays_bounded_on_huge_films(tmp_path):
             "main(sys.argv[1:]); print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     proc = subprocess.run([sys.executable, "-c", code, "--dataset", str(dataset), "--out-dir", str(tmp_path / "pre"),
                            "--image-size", "64", "--crop-method", "classical", "--max-reject-fraction", "0.6",
-                           "--threads", "1"], capture_output=True, text=True, cwd=REPO, timeout=600)
+                           "--contact-sheet-n", "4", "--threads", "1"], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak_gb = int(proc.stdout.split("PEAK_KB")[1]) / 1e6
     rejects = pd.read_csv(tmp_path / "pre" / "rejects.csv", dtype=str).set_index("id")["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from .conftest import REPO, planned_rules, snakemake, write_rsna
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
-DOWNSTREAM_OF_TRAIN = {"train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "bundle_variant",
+DOWNSTREAM_OF_TRAIN = {"plan", "train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "bundle_variant",
                        "bundle_ensemble", "all"}
 
 
@@ -74,14 +75,23 @@ def test_nothing_to_do_after_all(run_dir):
 
 def test_changing_epochs_reruns_only_training_and_after(run_dir):
     rules = planned_rules(snakemake(run_dir, "all", "-n", "--configfile", SMOKE, "--config", "epochs=2"))
-    assert {"train_variant", "evaluate_variant", "report"} <= rules <= DOWNSTREAM_OF_TRAIN
+    assert {"plan", "train_variant", "evaluate_variant", "report"} <= rules <= DOWNSTREAM_OF_TRAIN
+
+
+def test_changing_one_models_setting_rewrites_its_plan_and_retrains_it_alone(run_dir, tmp_path):
+    overlay = tmp_path / "lr.yaml"
+    overlay.write_text("models:\n  resnet18:\n    arch: resnet18\n    lr: 0.0005\n")
+    proc = snakemake(run_dir, "all", "-n", "--configfile", SMOKE, str(overlay))
+    assert planned_rules(proc) <= DOWNSTREAM_OF_TRAIN
+    text = proc.stdout + proc.stderr
+    assert "results/models/resnet18/spec.json" in text and "results/models/efficientnet_lite0_sex/model.pt" not in text
 
 
 def test_changing_a_preprocessing_value_reruns_preprocess_and_after(run_dir, tmp_path):
     overlay = tmp_path / "clip.yaml"
     overlay.write_text("preprocess:\n  clahe_clip_limit: 3.0\n")
     rules = planned_rules(snakemake(run_dir, "all", "-n", "--configfile", SMOKE, str(overlay)))
-    assert {"preprocess", "split"} | DOWNSTREAM_OF_TRAIN <= rules and "download" not in rules
+    assert {"preprocess", "split"} | (DOWNSTREAM_OF_TRAIN - {"plan"}) <= rules and "download" not in rules
 
 
 def test_changing_an_evaluation_value_reruns_evaluation_and_after(run_dir, tmp_path):
@@ -149,9 +159,9 @@ def test_the_sanity_check_tells_trained_weights_from_random_ones_and_the_report_
     import torch
 
     from boneage.data import load_images, resize, subset_table
-    from boneage.gradcam import SANITY_MAX_RHO, choose_layer, randomised, sanity, signed_cam
+    from boneage.cam import SANITY_MAX_RHO, choose_layer, randomised, sanity, signed_cam
     from boneage.inference import load_model
-    from boneage.report import gradcam_table
+    from boneage.tables import gradcam_table
 
     r = run_dir / "results"
     model, meta = load_model(r / "models" / "resnet18" / "model.pt")
@@ -292,3 +302,17 @@ def test_the_cluster_profile_does_not_load_the_local_one_gpu_limit(tmp_path):
                      "--configfile", SMOKE)
     out = proc.stdout + proc.stderr
     assert "profiles/slurm" in out and "profiles/default" not in out
+
+
+@pytest.mark.parametrize("read", ["preprocess/rejects.csv", "preprocess/qc/crop_methods.csv",
+                                  "evaluate/resnet18/predictions.parquet", "models/resnet18/train_summary.json",
+                                  "report/gradcam/resnet18_sanity.png", "benchmarks/train/resnet18.tsv"])
+def test_touching_a_file_the_report_reads_schedules_the_report(run_dir, read):
+    path = run_dir / "results" / read
+    before = path.stat()
+    try:
+        os.utime(path, (before.st_atime, before.st_mtime + 3600))
+        plan = planned_rules(snakemake(run_dir, "-n", "all", "--configfile", SMOKE))
+        assert "report" in plan and "train_variant" not in plan, plan
+    finally:
+        os.utime(path, (before.st_atime, before.st_mtime))

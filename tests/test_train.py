@@ -22,7 +22,11 @@ from boneage import demo, download, evaluate, preprocess, split
 from boneage.config import variant_spec
 from boneage.inference import autocast, channels_last, load_model
 from boneage.models import build_model
-from boneage.train import EMA, CheckpointError, Trainer, TrainSpec, load_subset, run
+from boneage.batches import load_subset
+from boneage.checkpoint import CheckpointError
+from boneage.spec import TrainSpec
+from boneage.train import run
+from boneage.trainer import EMA, Trainer
 
 from .conftest import REPO
 
@@ -56,7 +60,9 @@ def test_each_configured_variant_trains_one_tiny_epoch(data, tmp_path, name):
 
 
 def _train_cmd(data: Path, out: Path, spec: dict, variant: str = "resnet18") -> list[str]:
-    return [sys.executable, "-m", "boneage.train", "--variant", variant, "--spec", json.dumps(spec),
+    plan = out.parent / f"{out.name}_spec.json"
+    plan.write_text(json.dumps(spec))
+    return [sys.executable, "-m", "boneage.train", "--variant", variant, "--spec", str(plan),
             "--index", str(data / "pre" / "index.parquet"), "--split", str(data / "split.csv"),
             "--out-dir", str(out), "--device", "cpu", "--threads", "1"]
 
@@ -137,8 +143,9 @@ def test_the_same_run_twice_gives_the_same_weights_and_test_metrics(data, tmp_pa
     for name in ("first", "second"):
         out = tmp_path / name
         run("resnet18_sex", spec, index, split_csv, out, "cpu", 2)
-        metrics = evaluate.run(out / "model.pt", index, split_csv, out / "evaluate", None, None, None, None,
-                               tta=False, bias_correction=True, thresholds=(120, 216), device_name="cpu", threads=2)
+        settings = evaluate.Settings(tta=False, bias_correction=True, stage_thresholds=(120, 216), interval_level=0.9)
+        metrics = evaluate.run(out / "model.pt", index, split_csv, out / "predictions.parquet", out / "metrics.json",
+                               settings, "cpu", 2)
         runs.append((_weights(out / "model.pt"), metrics["test"]))
     (w1, m1), (w2, m2) = runs
     assert all(torch.equal(w1[k], w2[k]) for k in w1)

@@ -27,6 +27,11 @@ stop() {
         rm -f "$conf"
         [ -f "$backup" ] && mv "$backup" "$conf"
     fi
+    gres=/etc/slurm/gres.conf
+    if [ -f "$gres" ] && head -n 1 "$gres" | grep -qF "$MARK"; then
+        rm -f "$gres"
+        [ -f "$gres.boneage-backup" ] && mv "$gres.boneage-backup" "$gres"
+    fi
     return 0
 }
 
@@ -46,6 +51,7 @@ start() {
 
     mkdir -p /etc/slurm
     if [ -f "$conf" ]; then mv "$conf" "$backup"; fi
+    if [ -f /etc/slurm/gres.conf ]; then mv /etc/slurm/gres.conf /etc/slurm/gres.conf.boneage-backup; fi
     cat > "$conf" <<CONF
 $MARK
 ClusterName=boneage
@@ -75,9 +81,17 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$SLURM_DIR/jobcomp.txt
 MinJobAge=600
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+GresTypes=gpu
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+    # two GPUs that SLURM counts and hands out (--gpus=1), with no device behind them: the jobs see
+    # no CUDA and run on the CPU, but the scheduling is that of a two-GPU node
+    cat > /etc/slurm/gres.conf <<GRES
+$MARK
+AutoDetect=off
+NodeName=$host Name=gpu Count=2
+GRES
     slurmctld -f "$conf"
     slurmd -f "$conf"
     for _ in $(seq 60); do

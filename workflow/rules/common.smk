@@ -173,3 +173,19 @@ def external_summaries():
     if EXTERNAL is None:
         return []
     return [f"results/external/{name}/summary.json" for name in BUNDLE_NAMES]
+
+
+def report_benchmarks():
+    """The benchmark files of the jobs before the report, for its time-per-stage table."""
+    files = [
+        "results/benchmarks/download/download.tsv",
+        "results/benchmarks/preprocess/preprocess.tsv",
+        "results/benchmarks/split/split.tsv",
+    ]
+    for rule_name in ("train", "evaluate", "gradcam"):
+        files += [f"results/benchmarks/{rule_name}/{m}.tsv" for m in MODELS]
+    if ENSEMBLE:
+        files.append("results/benchmarks/ensemble/ensemble.tsv")
+    if EXTERNAL is not None:
+        files += [f"results/benchmarks/external/{name}.tsv" for name in BUNDLE_NAMES]
+    return files

@@ -31,7 +31,7 @@ rule evaluate_variant:
         device=config["device"],
     shell:
         "python -m boneage.evaluate --model {input.model} --index {input.index} --split {input.split} "
-        "--out-dir results/evaluate/{wildcards.variant} --model-card {output.card} "
+        "--predictions {output.predictions} --metrics {output.metrics} --model-card {output.card} "
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
         "--train-summary {input.summary} {params.tta} {params.bias} "
         "--stage-thresholds {params.thresholds} --interval-level {params.level} "
@@ -68,7 +68,7 @@ rule ensemble:
         thresholds=stage_thresholds(),
         level=config["evaluate"]["interval_level"],
     shell:
-        "python -m boneage.ensemble {params.members} --out-dir results/evaluate/ensemble "
+        "python -m boneage.ensemble {params.members} --predictions {output.predictions} --metrics {output.metrics} "
         "--weighting {params.weighting} {params.bias} --stage-thresholds {params.thresholds} "
         "--interval-level {params.level} > {log} 2>&1"
 

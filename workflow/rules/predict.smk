@@ -16,7 +16,7 @@ rule bundle_variant:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m boneage.bundle variant --model {input.model} --metrics {input.metrics} "
+        "python -m boneage.export variant --model {input.model} --metrics {input.metrics} "
         "--preprocess-summary {input.preprocess} --model-card {input.card} --out-dir {output} "
         "> {log} 2>&1"
 
@@ -41,7 +41,7 @@ rule bundle_ensemble:
             f"--member {name} {path}" for name, path in zip(ENSEMBLE, input.members)
         ),
     shell:
-        "python -m boneage.bundle ensemble {params.members} --metrics {input.metrics} "
+        "python -m boneage.export ensemble {params.members} --metrics {input.metrics} "
         "--out-dir {output} > {log} 2>&1"
 
 

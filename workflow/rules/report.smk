@@ -7,6 +7,8 @@ REPORT_FIGURES = (
     "training_curves",
     "confusion",
 )
+# Captions of the Grad-CAM figures, workflow/report/<name>.rst (the page uses them too).
+GRADCAM_CAPTIONS = ("gradcam", "gradcam_sanity", "gradcam_population")
 
 
 rule gradcam:
@@ -65,17 +67,43 @@ rule report:
     """Metrics tables, error plots and the standalone page results/report/index.html."""
     input:
         metrics=expand("results/evaluate/{variant}/metrics.json", variant=MODELS),
-        histories=expand("results/models/{variant}/history.csv", variant=MODELS),
-        gradcams=expand(
-            "results/report/gradcam/{variant}{suffix}",
-            variant=MODELS,
-            suffix=(".png", "_sanity.png", "_population.png", ".json"),
+        predictions=expand(
+            "results/evaluate/{variant}/predictions.parquet", variant=MODELS
         ),
-        ensemble=["results/evaluate/ensemble/metrics.json"] if ENSEMBLE else [],
+        histories=expand("results/models/{variant}/history.csv", variant=MODELS),
+        train_summaries=expand(
+            "results/models/{variant}/train_summary.json", variant=MODELS
+        ),
+        gradcam_summaries=expand(
+            "results/report/gradcam/{variant}.json", variant=MODELS
+        ),
+        gradcam_panels=expand("results/report/gradcam/{variant}.png", variant=MODELS),
+        gradcam_sanity=expand(
+            "results/report/gradcam/{variant}_sanity.png", variant=MODELS
+        ),
+        gradcam_population=expand(
+            "results/report/gradcam/{variant}_population.png", variant=MODELS
+        ),
+        ensemble=(
+            [
+                "results/evaluate/ensemble/metrics.json",
+                "results/evaluate/ensemble/predictions.parquet",
+            ]
+            if ENSEMBLE
+            else []
+        ),
         external=external_summaries(),
         preprocess="results/preprocess/preprocess_summary.json",
+        crop_methods="results/preprocess/qc/crop_methods.csv",
+        rejects="results/preprocess/rejects.csv",
+        contact_sheet="results/preprocess/qc/contact_sheet.png",
         split="results/split/split_summary.csv",
         dataset="results/download/dataset.json",
+        benchmarks=report_benchmarks(),
+        captions=[
+            os.path.join(workflow.basedir, "workflow", "report", f"{name}.rst")
+            for name in (*REPORT_FIGURES, "contact_sheet", *GRADCAM_CAPTIONS)
+        ],
     output:
         html="results/report/index.html",
         summary="results/report/summary.txt",
@@ -105,18 +133,38 @@ rule report:
         mem_mb=4000,
         runtime=20,
     params:
-        variants=" ".join(
-            f"--variant {v} results/evaluate/{v} results/models/{v}" for v in MODELS
+        variants=lambda w, input: " ".join(
+            f"--variant {' '.join(files)}"
+            for files in zip(
+                MODELS,
+                input.metrics,
+                input.predictions,
+                input.histories,
+                input.train_summaries,
+            )
         ),
-        gradcams=" ".join(f"--gradcam {v} results/report/gradcam" for v in MODELS),
-        ensemble="--ensemble-dir results/evaluate/ensemble" if ENSEMBLE else "",
+        gradcams=lambda w, input: " ".join(
+            f"--gradcam {' '.join(files)}"
+            for files in zip(
+                MODELS,
+                input.gradcam_summaries,
+                input.gradcam_panels,
+                input.gradcam_sanity,
+                input.gradcam_population,
+            )
+        ),
+        ensemble=lambda w, input: (
+            f"--ensemble {' '.join(input.ensemble)}" if input.ensemble else ""
+        ),
         external=lambda w, input: " ".join(f"--external {p}" for p in input.external),
         thresholds=stage_thresholds(),
         age_bin=config["evaluate"]["age_bin_months"],
         config_json=json.dumps(config, sort_keys=True),
     shell:
         "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} {params.external} "
-        "--preprocess-dir results/preprocess --split-dir results/split --dataset {input.dataset} "
-        "--benchmark-dir results/benchmarks --config-json {params.config_json:q} "
-        "--stage-thresholds {params.thresholds} --age-bin-months {params.age_bin} "
-        "--out-dir results/report > {log} 2>&1"
+        "--preprocess-summary {input.preprocess} --crop-methods {input.crop_methods} "
+        "--rejects {input.rejects} --contact-sheet {input.contact_sheet} --split-summary {input.split} "
+        "--dataset {input.dataset} --benchmarks {input.benchmarks} --captions {input.captions} "
+        "--config-json {params.config_json:q} --stage-thresholds {params.thresholds} "
+        "--age-bin-months {params.age_bin} --html {output.html} --summary {output.summary} "
+        "--figures {output.figures} > {log} 2>&1"

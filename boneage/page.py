@@ -1,0 +1,134 @@
+"""The report's standalone HTML page (``index.html``), from the tables and figures the report wrote.
+
+Figure captions are the texts of ``workflow/report/<name>.rst``, the captions of ``snakemake
+--report`` too, so each is written once.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+PAGE_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0}table.t td,table.t th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
+table.t th{background:#f5f5f5}table.t td:first-child,table.t th:first-child{text-align:left}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+.headline{font-size:1.15em;background:#f3f8fc;border-left:4px solid #3182bd;padding:.6em 1em}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}.note{color:#666;font-size:.85em}
+"""
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}",
+                      border=0, classes="t", na_rep="")
+
+
+def _figure(src: str, caption: str) -> str:
+    return f'<figure><img src="{src}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _doubts(pre: dict) -> str:
+    """The preprocess summary's doubtful images (see boneage.handcheck) as a paragraph and table."""
+    n = pre.get("hand_doubts", 0)
+    if not n:
+        return "<p>None.</p>"
+    shown = pd.DataFrame(pre["hand_doubt_examples"])
+    more = f" The first {len(shown)} are listed; " if n > len(shown) else " "
+    return (f"<p>{n} images passed the hand check with a doubt and were trained on.{more}the "
+            "<code>hand_doubt</code> column of the preprocess index has them all. Look at them; "
+            "remove their rows where they are not hand radiographs.</p>" + _html_table(shown))
+
+
+
+def caption(captions: dict[str, Path], name: str, variant: str = "") -> str:
+    """The text of ``workflow/report/<name>.rst``, with the variant where it names one."""
+    text = captions[name].read_text().strip()
+    return text.replace("{{ snakemake.wildcards.variant }}", variant).replace("``", "")
+
+
+def _metrics_section(metrics, tables, best, base, facts, thresholds, captions) -> list[str]:
+    m = metrics[best]["test"]
+    return [
+        f"<p class='headline'>Best on the held-out test split: <b>{html.escape(best)}</b>, "
+        f"MAE <b>{m['mae']:.2f} months</b> (RMSE {m['rmse']:.2f}, R² {m['r2']:.3f}, n = {m['n']}); "
+        f"always predicting the training mean gives MAE {base:.2f} months.</p>",
+        "<p class='note'>Research use only; not a medical device. Data source: "
+        f"{html.escape(str(facts['data source']))}.</p>",
+        "<h2>Metrics on the test split</h2>", _html_table(tables["metrics_test"]),
+        "<p class='note'>Months. 'MAE without TTA/correction' is the plain prediction before test-time "
+        "augmentation and the validation-fitted bias correction. The interval is split-conformal, fitted "
+        "on the validation residuals: coverage is the share of test images whose reference age lies "
+        "inside it (empty width: too few validation images for the level). Stage accuracy uses the thresholds "
+        f"child &lt; {thresholds[0]:g} ≤ adolescent &lt; {thresholds[1]:g} ≤ adult (months).</p>",
+        *([] if tables["external_test"].empty else [
+            "<h2>Metrics on the external test set</h2>",
+            "<p class='note'>Labelled films kept apart from training (config key external_test), predicted "
+            "through each model bundle with its preprocessing, corrections and interval; rows that could not "
+            "be used are counted as failed (results/external/&lt;model&gt;/predictions.csv).</p>",
+            _html_table(tables["external_test"])]),
+        "<h2>Metrics on the validation split</h2>", _html_table(tables["metrics_val"]),
+        *(_figure(f"figures/{n}.png", caption(captions, n))
+          for n in ("variant_comparison", "pred_vs_true", "bland_altman", "error_by_age")),
+        "<h2>Per age bin and sex (test)</h2>", _html_table(tables["age_bins_test"]),
+        "<h2>Developmental stages (test)</h2>",
+        _figure("figures/confusion.png", caption(captions, "confusion")),
+        _html_table(tables["stages_test"]),
+        "<h2>Training</h2>", _html_table(tables["training"]),
+        _figure("figures/training_curves.png", caption(captions, "training_curves")),
+    ]
+
+
+def _gradcam_section(tables, gradcams, captions) -> list[str]:
+    parts = [
+        "<h2>Grad-CAM</h2>",
+        "<p class='note'>Signed Grad-CAM: red regions raise the estimated age, blue regions lower it "
+        "(each map divided by its own largest absolute value). Sanity check (Adebayo et al., 2018): the "
+        "Spearman correlation between the trained model's maps and those of a copy with random weights; "
+        "above the threshold the maps do not show what was learned. 'Map mass on the hand': the share of "
+        "each test map's absolute mass inside the thresholded hand, against the hand's share of the image "
+        "(what a uniform map would score); below it the model looks at the background.</p>",
+        _html_table(tables["gradcam"]),
+    ]
+    for name in gradcams:
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts += [_figure(f"figures/gradcam_{name}{suffix}.png", caption(captions, f"gradcam{suffix}", name))
+                  for suffix in ("", "_sanity", "_population")]
+    return parts
+
+
+def _qc_section(tables, facts, config, pre, captions) -> list[str]:
+    rej, times = tables["rejects"], tables["stage_times"]
+    return [
+        "<h2>Preprocessing QC</h2>",
+        f"<p>{pre['images_written']} images written, {pre['rows_rejected']} rows rejected. "
+        f"Throughput {pre['timing']['images_per_s']} images/s on {pre['timing']['threads']} processes.</p>",
+        _html_table(tables["crop_methods"]),
+        _figure("figures/contact_sheet.png", caption(captions, "contact_sheet")),
+        "<h3>Rejected rows and images</h3>",
+        _html_table(rej) if len(rej) else "<p>None.</p>",
+        "<h3>Kept, but perhaps not hand radiographs</h3>",
+        _doubts(pre),
+        "<h2>Data split</h2>", _html_table(tables["split"]),
+        "<h2>Run facts</h2>", _html_table(pd.DataFrame({"fact": list(facts), "value": list(map(str, facts.values()))})),
+        "<h3>Time per stage</h3>", _html_table(times) if len(times) else "<p>No benchmark files.</p>",
+        "<h3>Configuration</h3>", f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True))}</pre>",
+    ]
+
+
+def page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds, captions) -> str:
+    """The whole page; ``captions``: figure name -> its ``.rst`` caption file."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Bone age report</title>",
+        f"<style>{PAGE_CSS}</style></head><body>",
+        "<h1>Bone age assessment: evaluation report</h1>",
+        *_metrics_section(metrics, tables, best, base, facts, thresholds, captions),
+        *_gradcam_section(tables, gradcams, captions),
+        *_qc_section(tables, facts, config, pre, captions),
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,80 @@
+"""A variant's training plan: every setting that defines a trained model, as one validated object.
+
+The plan of each variant is written to ``results/models/<variant>/spec.json`` by the ``plan`` rule
+and read by the trainer, so what a model was trained with is a file beside it (as in nnU-Net).
+The defaults here equal those of ``workflow/schemas/config.schema.yaml`` (a test holds them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .data import Augment
+
+LOSSES = ("l1", "mse", "huber")
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass
+class TrainSpec:
+    """Everything that defines a trained variant. Any change gives a different model."""
+
+    arch: str
+    sex_input: bool = False
+    head_hidden: int = 0
+    dropout: float = 0.0
+    pretrained: str = "none"
+    epochs: int = 10
+    batch_size: int = 16
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    loss: str = "l1"
+    huber_delta_months: float = 6.0
+    patience: int = 0
+    input_size: int = 96
+    low_res_size: int = 0  # progressive resizing: the first low_res_epochs train at this side
+    low_res_epochs: int = 0
+    augment: dict = field(default_factory=dict)
+    ema_decay: float = 0.0
+    grad_clip: float = 0.0
+    compile: bool = False
+    seed: int = 42
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        spec = cls(**d)
+        if spec.loss not in LOSSES:
+            raise ValueError(f"loss {spec.loss!r}: use one of {', '.join(LOSSES)}")
+        if spec.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {spec.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        Augment.from_dict(spec.augment)
+        if (spec.low_res_size > 0) != (spec.low_res_epochs > 0):
+            raise ValueError("low_res_size and low_res_epochs go together: set both, or both to 0")
+        if spec.low_res_epochs >= spec.epochs:
+            raise ValueError(f"low_res_epochs ({spec.low_res_epochs}) must be fewer than epochs ({spec.epochs}): "
+                             "the last epochs train at input_size, the size the model is evaluated at")
+        return spec
+
+    @classmethod
+    def read(cls, path: str | Path) -> "TrainSpec":
+        """A plan from its ``spec.json``; the message names the file when it is not a valid plan."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def epoch_input_size(self, epoch: int) -> int:
+        """Input side of training epoch ``epoch`` (0-based): low_res_size first, then input_size."""
+        return self.low_res_size if epoch < self.low_res_epochs else self.input_size
