@@ -86,11 +86,13 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     # two GPUs that SLURM counts and hands out (--gpus=1), with no device behind them: the jobs see
-    # no CUDA and run on the CPU, but the scheduling is that of a two-GPU node
+    # no CUDA and run on the CPU, but the scheduling is that of a two-GPU node. SLURM 22.05 wants a
+    # File per GPU (a count alone registers as 0 GPUs); plain empty files stand in for /dev/nvidia*.
+    touch "$SLURM_DIR/gpu0" "$SLURM_DIR/gpu1"
     cat > /etc/slurm/gres.conf <<GRES
 $MARK
 AutoDetect=off
-NodeName=$host Name=gpu Count=2
+NodeName=$host Name=gpu File=$SLURM_DIR/gpu[0-1]
 GRES
     slurmctld -f "$conf"
     slurmd -f "$conf"
