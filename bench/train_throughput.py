@@ -33,7 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneage.config import model_list, variant_spec  # noqa: E402
-from boneage.files import usable_threads  # noqa: E402
+from boneage.files import keep_freed_memory, usable_threads  # noqa: E402
 from boneage.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
 from boneage.models import build_model  # noqa: E402
 from boneage.batches import Data  # noqa: E402
@@ -127,6 +127,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     device = resolve_device(args.device)
     torch.set_num_threads(usable_threads(args.threads))
+    keep_freed_memory()  # as the train stage does: no page faults per batch on the CPU
     config = load_config(args.config)
     names = args.variants.split(",") if args.variants else model_list(config, "variants")
     split = config["split"]

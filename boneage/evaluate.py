@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from .data import load_images, subset_table
-from .files import read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
+from .files import (keep_freed_memory, read_json, setup_logging, sha256_file, usable_threads, write_json,
+                    write_table)
 from .inference import load_model, model_meta, predict, resolve_device
 from .intervals import add_interval
 from .metrics import apply_bias_correction, score
@@ -57,6 +58,7 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     (parquet) and metrics (JSON) and returns the metrics."""
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
+    keep_freed_memory()
     model, meta = load_model(model_path, device)
     spec = meta["spec"]
     index = pd.read_parquet(index_path)

@@ -33,7 +33,7 @@ from .cam import (DIVERGING, SANITY_MAX_RHO, batched_maps, choose_layer, hand_ma
                   signed_cam, upsample)
 from .data import load_images, resize, subset_table
 from .figures import pyplot, save
-from .files import setup_logging, usable_threads, write_json, write_table
+from .files import keep_freed_memory, setup_logging, usable_threads, write_json, write_table
 from .inference import load_model
 from .metrics import STAGES, stage_of
 
@@ -250,6 +250,7 @@ def main(argv=None) -> None:
     setup_logging()
     threads = usable_threads(args.threads)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     run(Path(args.index), Path(args.split), Path(args.model), Path(args.out_dir), args.n_images,
         tuple(args.stage_thresholds), threads)
 

@@ -36,7 +36,7 @@ import torch
 
 from .bundle import Bundle, BundleError
 from .data import load_images
-from .files import setup_logging, usable_threads, write_json, write_table
+from .files import keep_freed_memory, setup_logging, usable_threads, write_json, write_table
 from .ingest import parse_sex
 from .inference import resolve_device
 from .intervals import coverage
@@ -192,6 +192,7 @@ def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, de
     device = resolve_device(device_name)
     threads = usable_threads(threads)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     bundle = Bundle.load(bundle_dir, device)
     settings = Settings(**{**bundle.spec["preprocess"],
                            "mediapipe_renderings": tuple(bundle.spec["preprocess"]["mediapipe_renderings"])})

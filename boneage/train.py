@@ -25,7 +25,7 @@ import torch
 
 from .batches import load_subset, place
 from .checkpoint import CheckpointError
-from .files import setup_logging, sha256_file, usable_threads, write_json, write_table
+from .files import keep_freed_memory, setup_logging, sha256_file, usable_threads, write_json, write_table
 from .inference import resolve_device
 from .spec import TrainSpec
 from .trainer import Trainer
@@ -41,6 +41,7 @@ def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_d
         device_name: str = "auto", threads: int = 1) -> dict:
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
+    keep_freed_memory()
     index = pd.read_parquet(index_path)
     split = pd.read_csv(split_path, dtype={"id": str})
     root = index_path.parent
