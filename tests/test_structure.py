@@ -46,6 +46,9 @@ def test_training_defaults_in_code_equal_the_schema():
 
 
 def test_augmentation_defaults_in_code_equal_the_schema():
+    # The schema names them in each description ("Default 15.") rather than as `default:`: Snakemake
+    # fills schema defaults in, and a model's own augment block would then override every key of
+    # train.augment with the defaults instead of only the keys it sets.
     described = {name: re.search(r"Default (\S+?)\.?$", p["description"]).group(1)
                  for name, p in SCHEMA["$defs"]["augment"]["properties"].items()}
     assert set(described) == {f.name for f in dataclasses.fields(Augment)}
