@@ -45,6 +45,15 @@ def _doubts(pre: dict) -> str:
 
 
 
+GRADCAM_KINDS = ("panel", "sanity", "population")  # the Grad-CAM stage's figures of each variant
+
+
+def gradcam_suffix(kind: str) -> str:
+    """How a Grad-CAM figure kind is named: ``figures/gradcam_<variant><suffix>.png``, captioned by
+    ``workflow/report/gradcam<suffix>.rst``."""
+    return "" if kind == "panel" else f"_{kind}"
+
+
 def caption(captions: dict[str, Path], name: str, variant: str = "") -> str:
     """The text of ``workflow/report/<name>.rst``, with the variant where it names one."""
     text = captions[name].read_text().strip()
@@ -96,8 +105,8 @@ def _gradcam_section(tables, gradcams, captions) -> list[str]:
     ]
     for name in gradcams:
         parts.append(f"<h3>{html.escape(name)}</h3>")
-        parts += [_figure(f"figures/gradcam_{name}{suffix}.png", caption(captions, f"gradcam{suffix}", name))
-                  for suffix in ("", "_sanity", "_population")]
+        parts += [_figure(f"figures/gradcam_{name}{gradcam_suffix(kind)}.png",
+                          caption(captions, f"gradcam{gradcam_suffix(kind)}", name)) for kind in GRADCAM_KINDS]
     return parts
 
 

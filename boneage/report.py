@@ -19,14 +19,12 @@ import pandas as pd
 
 from .files import read_json, setup_logging, write_table
 from .metrics import by_age_bin
-from .page import page
+from .page import GRADCAM_KINDS, gradcam_suffix, page
 from .plots import FIGURES
 from .provenance import git_commit, package_versions
 from .tables import external_table, gradcam_table, markdown, metrics_table, stage_table, stage_times
 
 log = logging.getLogger("boneage.report")
-
-GRADCAM_FIGURES = ("panel", "sanity", "population")  # copied as figures/gradcam_<v>{,_sanity,_population}.png
 
 
 @dataclass
@@ -77,8 +75,8 @@ def _figures(inputs: Inputs, figure_paths: list[Path], data: dict) -> None:
         log.warning("figure title wider than its axes even when wrapped: %r", title)
     folder = figure_paths[0].parent
     for name, (_, *pngs) in inputs.gradcams.items():
-        for kind, png in zip(GRADCAM_FIGURES, pngs):
-            shutil.copyfile(png, folder / f"gradcam_{name}{'' if kind == 'panel' else '_' + kind}.png")
+        for kind, png in zip(GRADCAM_KINDS, pngs):
+            shutil.copyfile(png, folder / f"gradcam_{name}{gradcam_suffix(kind)}.png")
     shutil.copyfile(inputs.contact_sheet, folder / "contact_sheet.png")
 
 

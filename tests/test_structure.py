@@ -22,11 +22,9 @@ MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 60
 
 
-def _props(*path: str) -> dict:
-    node = SCHEMA
-    for part in path:
-        node = node["$defs"][part] if part in SCHEMA.get("$defs", {}) and node is SCHEMA else node["properties"][part]
-    return node["properties"]
+def _props(definition: str) -> dict:
+    """The properties of a schema definition (``$defs``)."""
+    return SCHEMA["$defs"][definition]["properties"]
 
 
 def test_training_defaults_in_code_equal_the_schema():

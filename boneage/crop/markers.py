@@ -2,8 +2,8 @@
 
 Painted out with the grey around them, but only where they step sharply down to their surroundings
 and lie clear of the hand: a saturated wrist looks like a lead letter to a threshold, and painting
-over bone is worse than leaving a marker in. The hand they must keep clear of comes from
-:class:`~boneage.crop.threshold.Analysis`, which calls :func:`choose_markers`.
+over bone is worse than leaving a marker in. Which letter groups are painted, and with how much of
+their holder, :class:`~boneage.crop.threshold.Analysis` decides (it knows where the hand is).
 """
 
 from __future__ import annotations
@@ -12,21 +12,8 @@ import cv2
 import numpy as np
 
 
-# Lead letters step down to their holder by 90-245 grey levels, saturated bone by at most ~60.
-MARKER_CONTRAST = 80
-
 # Burnt-in text stands this many grey levels above its surroundings (white top-hat).
 TEXT_TOPHAT = 80
-
-# A lead marker's plastic holder reaches about this share of the letters' extent beyond them.
-HOLDER_PAD = 0.15
-
-# How far beyond its letters (share of their size) a holder is looked for.
-HOLDER_REACH = 0.8
-
-# The largest holder to paint whole, as a share of the image (a holder beside a tight crop: ~6 %).
-HOLDER_MAX_AREA = 0.12
-
 
 
 def _small_blobs(mask: np.ndarray, max_area_fraction: float) -> np.ndarray:

@@ -11,14 +11,25 @@ import cv2
 import numpy as np
 
 from .boxes import area, box_mask, clip_box, pad, resize_long_side, widen
-from .markers import (HOLDER_MAX_AREA, HOLDER_PAD, HOLDER_REACH, MARKER_CONTRAST, group_boxes, letter_contrast,
-                      letter_pixels)
+from .markers import group_boxes, letter_contrast, letter_pixels
 
 CLASSICAL_WORK_SIDE = 512
 
 # A thresholded hand (fingers spread, grown so they join the palm) covers 0.3-0.65 of its bounding
 # box on RSNA films; a component filling more is a rectangular exposed field with the hand inside.
 FIELD_FILL = 0.7
+
+# Lead letters step down to their holder by 90-245 grey levels, saturated bone by at most ~60.
+MARKER_CONTRAST = 80
+
+# A lead marker's plastic holder reaches about this share of the letters' extent beyond them.
+HOLDER_PAD = 0.15
+
+# How far beyond its letters (share of their size) a holder is looked for.
+HOLDER_REACH = 0.8
+
+# The largest holder to paint whole, as a share of the image (a holder beside a tight crop: ~6 %).
+HOLDER_MAX_AREA = 0.12
 
 
 
