@@ -9,7 +9,9 @@ Layout (``results/bundles/<variant>/``)::
     model_card.json    data, metrics and versions behind the model
 
 An ensemble bundle (``results/bundles/ensemble/``) holds ``bundle.json`` (members, weights, its own
-bias correction and interval) and a copy of each member's bundle under ``members/<name>/``.
+bias correction and interval) and a copy of each member's bundle under ``members/<name>/``; a fold
+ensemble's (``results/bundles/<variant>_folds/``, split.folds) holds its fold models' bundles under
+``members/fold<k>/``, equally weighted.
 Copying the folder elsewhere and predicting there gives the same numbers: nothing in it points
 outside it. Loading checks the format and every weight file's sha256.
 """
@@ -71,19 +73,44 @@ def write_ensemble(out_dir: Path, members: dict[str, Path], metrics_path: Path) 
     """The ensemble's bundle: its weights and corrections, and a copy of each member's bundle."""
     metrics = read_json(metrics_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries, preprocess, sex_input = [], None, False
     for name, folder in members.items():
         target = out_dir / "members" / name
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(folder, target)
-        member = read_json(target / "bundle.json")
+    return _write_ensemble_spec(out_dir, metrics["weights"], metrics)
+
+
+def write_folds(out_dir: Path, folds: list[tuple[Path, Path, Path]], preprocess_summary: Path,
+                metrics_path: Path) -> dict:
+    """A fold ensemble's bundle (stage crossval): each fold model's bundle under ``members/fold<k>``
+    from its (model.pt, metrics.json, model_card.json), equal weights, no correction of its own."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for k, (model, metrics, card) in enumerate(folds):
+        write_variant(out_dir / "members" / f"fold{k}", model, metrics, preprocess_summary, card)
+    weights = {f"fold{k}": 1 / len(folds) for k in range(len(folds))}
+    return _write_ensemble_spec(out_dir, weights, read_json(metrics_path))
+
+
+def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict) -> dict:
+    """``bundle.json`` of an ensemble whose member bundles are in ``out_dir/members/<name>``. A member
+    that is itself an ensemble (a fold ensemble) joins with its own members, each at its share of
+    the member's weight, so that loading stays one level deep."""
+    entries, preprocess, sex_input = [], None, False
+    for name, weight in weights.items():
+        member = read_json(out_dir / "members" / name / "bundle.json")
         if preprocess is not None and member["preprocess"] != preprocess:
             raise BundleError(f"ensemble member {name} was trained on differently preprocessed images")
         preprocess = member["preprocess"]
         sex_input = sex_input or bool(member["sex_input"])
-        entries.append({"name": name, "path": f"members/{name}", "weight": metrics["weights"][name]})
-    bundle = {**_common(metrics, preprocess), "kind": "ensemble", "variant": "ensemble", "members": entries,
+        if member["kind"] == "ensemble":
+            if member["bias_correction"] is not None:
+                raise BundleError(f"ensemble member {name} is an ensemble with a correction of its own")
+            entries += [{"name": f"{name}/{e['name']}", "path": f"members/{name}/{e['path']}",
+                         "weight": weight * e["weight"]} for e in member["members"]]
+        else:
+            entries.append({"name": name, "path": f"members/{name}", "weight": weight})
+    bundle = {**_common(metrics, preprocess), "kind": "ensemble", "variant": metrics["variant"], "members": entries,
               "sex_input": sex_input}
     write_json(out_dir / "bundle.json", bundle)
     return bundle

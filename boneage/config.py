@@ -10,15 +10,24 @@ class ConfigError(ValueError):
     """A config value that the schema cannot check (a model name that is not defined, ...)."""
 
 
-def model_list(config: dict, key: str) -> list[str]:
-    """Model names from a YAML list or a comma-separated string (``variants=a,b`` on the CLI)."""
+FOLDS_SUFFIX = "_folds"  # <variant>_folds: the fold ensemble of a variant (split.folds)
+
+
+def model_list(config: dict, key: str, fold_ensembles: bool = False) -> list[str]:
+    """Model names from a YAML list or a comma-separated string (``variants=a,b`` on the CLI);
+    with ``fold_ensembles``, ``<model>_folds`` names a model's fold ensemble."""
     value = config
     for part in key.split("."):
         value = value[part]
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     for name in value:
-        if name not in config["models"]:
+        base = name.removesuffix(FOLDS_SUFFIX)
+        if name != base and base in config["models"]:
+            if not fold_ensembles:
+                raise ConfigError(f"config key '{key}': '{name}' is the fold ensemble of '{base}', made only "
+                                  "with cross-validation (split.folds >= 2)")
+        elif name not in config["models"]:
             raise ConfigError(f"config key '{key}': unknown model '{name}'; defined under 'models': "
                               f"{', '.join(sorted(config['models']))}")
     return list(dict.fromkeys(value))

@@ -1,6 +1,6 @@
 """Stage 6, ensemble: a weighted mean of several variants' final predictions.
 
-Weights: ``equal``, ``inverse_val_mae`` (each variant by 1 / its validation MAE, normalised), or
+Members are variants or a variant's fold ensemble (``<variant>_folds``, stage crossval). Weights: ``equal``, ``inverse_val_mae`` (each variant by 1 / its validation MAE, normalised), or
 ``fit`` (non-negative least squares on the validation split, normalised to sum to one). Weights are
 always chosen on validation data; the test split is only scored. Optionally a second linear bias
 correction is fitted on the validation predictions of the ensemble.
@@ -39,9 +39,13 @@ def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFra
     for name in names:
         t = tables[name][["id", "subset", "pred"]].rename(columns={"pred": name})
         merged = merged.merge(t, on=["id", "subset"], how="inner")
-    if len(merged) != len(base):
-        raise ValueError("the variants' predictions cover different images; re-run evaluate")
+    # Validation rows: those every member predicted (a fold ensemble's out-of-fold rows cover the whole
+    # train+val pool, a variant's only its val split); the test rows must be the same for all.
+    tests = [set(t.loc[t["subset"] == "test", "id"]) for t in tables.values()]
     val = merged["subset"] == "val"
+    if any(ids != tests[0] for ids in tests) or (merged["subset"] == "test").sum() != len(tests[0]) or not val.any():
+        raise ValueError("the members' predictions cover different test images or share no validation "
+                         "image; re-run evaluate")
     X = merged[names].to_numpy(float)
     if weighting == "equal":
         w = np.full(len(names), 1.0 / len(names))
@@ -69,8 +73,8 @@ def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predi
     extra["interval"] = add_interval(merged, interval_level)
     baseline = read_json(next(iter(metrics_files.values())))["baseline_train_mean_months"]
     metrics = score(merged, baseline, thresholds, extra)
-    corr = np.corrcoef([(t.sort_values("id")["pred"] - t.sort_values("id")["boneage"]).to_numpy()
-                        for t in tables.values()]) if len(tables) > 1 else np.ones((1, 1))
+    errors = merged[list(tables)].to_numpy(float) - merged["boneage"].to_numpy(float)[:, None]
+    corr = np.corrcoef(errors.T) if len(tables) > 1 else np.ones((1, 1))
     metrics["error_correlation"] = {"members": list(tables), "matrix": corr.round(4).tolist()}
     write_table(merged.drop(columns=list(tables)), predictions_path)
     write_json(metrics_path, metrics)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .bundle import write_ensemble, write_variant
+from .bundle import write_ensemble, write_folds, write_variant
 from .files import setup_logging
 
 
@@ -28,9 +28,18 @@ def main(argv=None) -> None:
     ens.add_argument("--member", nargs=2, action="append", required=True, metavar=("NAME", "BUNDLE_DIR"))
     ens.add_argument("--metrics", required=True, help="evaluate/ensemble/metrics.json")
     ens.add_argument("--out-dir", required=True)
+    folds = sub.add_parser("folds", help="bundle a variant's fold ensemble from its fold models")
+    folds.add_argument("--fold", nargs=3, action="append", required=True, metavar=("MODEL", "METRICS", "CARD"),
+                       help="one per fold, in fold order")
+    folds.add_argument("--preprocess-summary", required=True)
+    folds.add_argument("--metrics", required=True, help="evaluate/<variant>_folds/metrics.json")
+    folds.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    if args.kind == "variant":
+    if args.kind == "folds":
+        write_folds(Path(args.out_dir), [tuple(map(Path, f)) for f in args.fold], Path(args.preprocess_summary),
+                    Path(args.metrics))
+    elif args.kind == "variant":
         write_variant(Path(args.out_dir), Path(args.model), Path(args.metrics), Path(args.preprocess_summary),
                       Path(args.model_card))
     else:

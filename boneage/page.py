@@ -81,6 +81,13 @@ def _metrics_section(metrics, tables, best, base, facts, thresholds, captions) -
             "be used are counted as failed (results/external/&lt;model&gt;/predictions.csv).</p>",
             _html_table(tables["external_test"])]),
         "<h2>Metrics on the validation split</h2>", _html_table(tables["metrics_val"]),
+        *([] if tables["folds"].empty else [
+            "<h2>Cross-validation</h2>",
+            "<p class='note'>Each fold model is trained on the other folds of the train+val pool and scored on "
+            "its held-out fold and on the test split (which no fold saw). &lt;variant&gt;_folds: out-of-fold "
+            "predictions on the whole pool (its 'validation' rows above) and the mean of the fold models on "
+            "the test split.</p>",
+            _html_table(tables["folds"])]),
         *(_figure(f"figures/{n}.png", caption(captions, n))
           for n in ("variant_comparison", "pred_vs_true", "bland_altman", "error_by_age")),
         "<h2>Per age bin and sex (test)</h2>", _html_table(tables["age_bins_test"]),

@@ -22,7 +22,7 @@ from .metrics import by_age_bin
 from .page import GRADCAM_KINDS, gradcam_suffix, page
 from .plots import FIGURES
 from .provenance import git_commit, package_versions
-from .tables import external_table, gradcam_table, markdown, metrics_table, stage_table, stage_times
+from .tables import external_table, folds_table, gradcam_table, markdown, metrics_table, stage_table, stage_times
 
 log = logging.getLogger("boneage.report")
 
@@ -30,7 +30,8 @@ log = logging.getLogger("boneage.report")
 @dataclass
 class Inputs:
     """Every file the report reads. ``variants``: name -> (metrics.json, predictions.parquet,
-    history.csv, train_summary.json); ``ensemble``: (metrics.json, predictions.parquet);
+    history.csv, train_summary.json); ``ensemble``: (metrics.json, predictions.parquet); ``folds``:
+    a variant's fold ensemble, ``<variant>_folds`` -> (metrics.json, predictions.parquet);
     ``gradcams``: name -> (summary .json, panel, sanity, population .png); ``captions``: figure name
     -> its .rst; ``external``: each bundle's summary.json on the external test set."""
 
@@ -44,6 +45,7 @@ class Inputs:
     dataset: Path
     captions: dict[str, Path]
     ensemble: tuple[Path, Path] | None = None
+    folds: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     benchmarks: list[Path] = field(default_factory=list)
     external: list[Path] = field(default_factory=list)
 
@@ -55,9 +57,10 @@ def _load(inputs: Inputs):
         preds[name] = pd.read_parquet(predictions)
         histories[name] = pd.read_csv(history)
         summaries[name] = read_json(summary)
-    if inputs.ensemble is not None:
-        metrics["ensemble"] = read_json(inputs.ensemble[0])
-        preds["ensemble"] = pd.read_parquet(inputs.ensemble[1])
+    combined = {**inputs.folds, **({"ensemble": inputs.ensemble} if inputs.ensemble else {})}
+    for name, (metrics_json, predictions) in combined.items():
+        metrics[name] = read_json(metrics_json)
+        preds[name] = pd.read_parquet(predictions)
     return metrics, preds, histories, summaries
 
 
@@ -97,6 +100,7 @@ def _tables(inputs: Inputs, metrics, preds, summaries, cams, bin_months) -> dict
         "rejects": pd.read_csv(inputs.rejects, dtype=str),
         "split": pd.read_csv(inputs.split_summary),
         "gradcam": gradcam_table(cams),
+        "folds": folds_table(metrics),
         "external_test": external_table([read_json(p) for p in inputs.external], metrics),
         "stage_times": stage_times(inputs.benchmarks),
     }
@@ -157,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", nargs=5, action="append", required=True,
                         metavar=("NAME", "METRICS", "PREDICTIONS", "HISTORY", "TRAIN_SUMMARY"))
     parser.add_argument("--ensemble", nargs=2, default=None, metavar=("METRICS", "PREDICTIONS"))
+    parser.add_argument("--folds", nargs=3, action="append", default=[], metavar=("NAME", "METRICS", "PREDICTIONS"),
+                        help="a variant's fold ensemble (stage crossval), repeatable")
     parser.add_argument("--gradcam", nargs=5, action="append", default=[],
                         metavar=("NAME", "SUMMARY_JSON", "PANEL", "SANITY", "POPULATION"))
     for name in ("preprocess-summary", "crop-methods", "rejects", "contact-sheet", "split-summary", "dataset"):
@@ -184,6 +190,7 @@ def main(argv=None) -> None:
         rejects=Path(args.rejects), contact_sheet=Path(args.contact_sheet), split_summary=Path(args.split_summary),
         dataset=Path(args.dataset), captions={Path(c).stem: Path(c) for c in args.captions},
         ensemble=tuple(map(Path, args.ensemble)) if args.ensemble else None,
+        folds={f[0]: (Path(f[1]), Path(f[2])) for f in args.folds},
         benchmarks=[Path(b) for b in args.benchmarks], external=[Path(p) for p in args.external])
     run(inputs, Path(args.html), Path(args.summary), [Path(f) for f in args.figures], json.loads(args.config_json),
         tuple(args.stage_thresholds), args.age_bin_months)

@@ -70,6 +70,24 @@ def _interval_columns(interval: dict | None, subset: str) -> dict:
 
 
 
+def folds_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Cross-validation: each fold model on its held-out fold and on the test split, then the fold
+    ensemble (out-of-fold on the whole train+val pool; the folds' mean on test)."""
+    rows = []
+    for name, m in metrics.items():
+        if "folds" not in m:
+            continue
+        for f in m["folds"]:
+            rows.append({"model": name, "fold": str(f["fold"]), "held-out n": f["val_n"],
+                         "held-out MAE": f["val_mae"], "held-out R2": f["val_r2"], "test MAE": f["test_mae"],
+                         "test RMSE": f["test_rmse"], "test R2": f["test_r2"]})
+        rows.append({"model": name, "fold": "all (out-of-fold; test: mean of the folds)",
+                     "held-out n": m["val"]["n"], "held-out MAE": m["val"]["mae"], "held-out R2": m["val"]["r2"],
+                     "test MAE": m["test"]["mae"], "test RMSE": m["test"]["rmse"], "test R2": m["test"]["r2"]})
+    return pd.DataFrame(rows, columns=["model", "fold", "held-out n", "held-out MAE", "held-out R2", "test MAE",
+                                       "test RMSE", "test R2"])
+
+
 def stage_table(metrics: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, m in metrics.items():
@@ -100,6 +118,8 @@ def stage_times(benchmarks: list[Path]) -> pd.DataFrame:
     rows = []
     for f in sorted(benchmarks):
         b = pd.read_csv(f, sep="\t")
-        rows.append({"stage": f"{f.parent.name}/{f.stem}", "seconds": float(b["s"].iloc[-1]),
+        parts = f.with_suffix("").parts  # <rule>/<name> or, for a fold model, <rule>/<variant>/fold<k>
+        top = max((k for k, part in enumerate(parts) if part == "benchmarks"), default=len(parts) - 3)
+        rows.append({"stage": "/".join(parts[top + 1:]), "seconds": float(b["s"].iloc[-1]),
                      "max RSS (MB)": float(b["max_rss"].iloc[-1]) if "max_rss" in b else np.nan})
     return pd.DataFrame(rows, columns=["stage", "seconds", "max RSS (MB)"])

@@ -42,22 +42,42 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         )
     )
 
-from boneage.config import ConfigError, model_list, variant_spec
+from boneage.config import FOLDS_SUFFIX, ConfigError, model_list, variant_spec
 from boneage.layout import LayoutError, listing_sha256, resolve_layout
 
+# K-fold cross-validation (split.folds): K fold models per trained model, and its fold ensemble.
+FOLDS = config["split"]["folds"]
+if FOLDS == 1:
+    raise WorkflowError(
+        "config key 'split.folds': 1 fold is no cross-validation; use 0 (off) or 2 or more"
+    )
+if config["split"]["folds_file"] and not FOLDS:
+    raise WorkflowError(
+        "config key 'split.folds_file' is set, but split.folds is 0: set the number of folds"
+    )
+for _name in config["models"]:
+    if _name.endswith(FOLDS_SUFFIX):
+        raise WorkflowError(
+            f"config key 'models.{_name}': names ending in {FOLDS_SUFFIX!r} are kept for fold ensembles"
+        )
 try:
     VARIANTS = model_list(config, "variants")
-    ENSEMBLE = model_list(config, "ensemble.variants")
+    ENSEMBLE = model_list(config, "ensemble.variants", fold_ensembles=FOLDS > 0)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
 if len(ENSEMBLE) == 1:
     raise WorkflowError(
         "config key 'ensemble.variants': an ensemble needs two or more models"
     )
-# Every model the report shows: the variants, then ensemble members not among them.
-MODELS = VARIANTS + [m for m in ENSEMBLE if m not in VARIANTS]
+# Every model trained and shown: the variants, then ensemble members (or those whose fold
+# ensemble is a member) not among them.
+MODELS = list(
+    dict.fromkeys(VARIANTS + [m.removesuffix(FOLDS_SUFFIX) for m in ENSEMBLE])
+)
 if not MODELS:
     raise WorkflowError("config key 'variants': name at least one model to train")
+# The fold ensembles (results/evaluate/<model>_folds/), one per trained model when folds are on.
+FOLD_ENSEMBLES = [f"{m}{FOLDS_SUFFIX}" for m in MODELS] if FOLDS else []
 
 if config["data_source"] == "local":
     if not config["data_dir"]:
@@ -88,12 +108,36 @@ if (
         )
 
 
+_NAMES = "|".join(sorted(config["models"], key=len, reverse=True))
+
+
+# {model}: a variant's model (results/models/resnet18) or one of its fold models (resnet18/fold0).
 wildcard_constraints:
-    variant="|".join(sorted(config["models"], key=len, reverse=True)),
+    variant=_NAMES,
+    model=f"(?:{_NAMES})(?:/fold[0-9]+)?",
 
 
 def spec_json(wildcards):
     return json.dumps(variant_spec(config, wildcards.variant), sort_keys=True)
+
+
+def model_variant(wildcards):
+    """The variant of a model: resnet18 for resnet18 and resnet18/fold0."""
+    return wildcards.model.split("/")[0]
+
+
+def model_spec(wildcards):
+    return f"results/models/{model_variant(wildcards)}/spec.json"
+
+
+def model_split(wildcards):
+    """The split file a model is trained and evaluated on: a fold model's holds its fold out."""
+    fold = wildcards.model.partition("/")[2]
+    return f"results/split/folds/{fold}.csv" if fold else "results/split/split.csv"
+
+
+def fold_models(variant):
+    return [f"{variant}/fold{k}" for k in range(FOLDS)]
 
 
 def local_labels(wildcards):
@@ -134,7 +178,7 @@ if config["external_test"]:
         raise WorkflowError(f"config key 'external_test': {exc}")
 
 # Bundles (workflow/rules/predict.smk): one per model, and the ensemble's when configured.
-BUNDLES = [f"results/bundles/{m}" for m in MODELS] + (
+BUNDLES = [f"results/bundles/{m}" for m in MODELS + FOLD_ENSEMBLES] + (
     ["results/bundles/ensemble"] if ENSEMBLE else []
 )
 
@@ -143,7 +187,7 @@ def predict_bundle():
     """The bundle folder predict uses: config predict.bundle as a model name, 'ensemble' or a
     path; by default the ensemble when configured, else the first variant."""
     name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
-    if name == "ensemble" or name in MODELS:
+    if name == "ensemble" or name in MODELS + FOLD_ENSEMBLES:
         if name == "ensemble" and not ENSEMBLE:
             raise WorkflowError(
                 "config key predict.bundle: 'ensemble', but ensemble.variants is empty"
@@ -151,7 +195,7 @@ def predict_bundle():
         return f"results/bundles/{name}"
     if not os.path.isfile(os.path.join(name, "bundle.json")):
         raise WorkflowError(
-            f"config key predict.bundle: {name!r} is neither a model name ({', '.join(MODELS)}), "
+            f"config key predict.bundle: {name!r} is neither a model name ({', '.join(MODELS + FOLD_ENSEMBLES)}), "
             "'ensemble', nor a folder with bundle.json"
         )
     return name
@@ -165,7 +209,7 @@ def predict_inputs():
     return " ".join(shlex.quote(str(p)) for p in inputs)
 
 
-BUNDLE_NAMES = MODELS + (["ensemble"] if ENSEMBLE else [])
+BUNDLE_NAMES = MODELS + FOLD_ENSEMBLES + (["ensemble"] if ENSEMBLE else [])
 
 
 def external_summaries():
@@ -184,6 +228,13 @@ def report_benchmarks():
     ]
     for rule_name in ("train", "evaluate", "gradcam"):
         files += [f"results/benchmarks/{rule_name}/{m}.tsv" for m in MODELS]
+    for rule_name in ("train", "evaluate"):
+        files += [
+            f"results/benchmarks/{rule_name}/{f}.tsv"
+            for m in MODELS
+            for f in fold_models(m)
+        ]
+    files += [f"results/benchmarks/crossval/{m}.tsv" for m in FOLD_ENSEMBLES]
     if ENSEMBLE:
         files.append("results/benchmarks/ensemble/ensemble.tsv")
     if EXTERNAL is not None:

@@ -1,21 +1,22 @@
 rule evaluate_variant:
-    """Predictions and metrics of one variant on validation and test; its model card."""
+    """Predictions and metrics of one model (a variant or a fold model) on its validation and the
+    test split; its model card."""
     input:
-        model="results/models/{variant}/model.pt",
-        summary="results/models/{variant}/train_summary.json",
+        model="results/models/{model}/model.pt",
+        summary="results/models/{model}/train_summary.json",
         index="results/preprocess/index.parquet",
         images="results/preprocess/images",
-        split="results/split/split.csv",
+        split=model_split,
         dataset="results/download/dataset.json",
         preprocess="results/preprocess/preprocess_summary.json",
     output:
-        predictions="results/evaluate/{variant}/predictions.parquet",
-        metrics="results/evaluate/{variant}/metrics.json",
-        card="results/models/{variant}/model_card.json",
+        predictions="results/evaluate/{model}/predictions.parquet",
+        metrics="results/evaluate/{model}/metrics.json",
+        card="results/models/{model}/model_card.json",
     log:
-        "results/logs/evaluate/{variant}.log",
+        "results/logs/evaluate/{model}.log",
     benchmark:
-        "results/benchmarks/evaluate/{variant}.tsv"
+        "results/benchmarks/evaluate/{model}.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 4
@@ -36,6 +37,40 @@ rule evaluate_variant:
         "--train-summary {input.summary} {params.tta} {params.bias} "
         "--stage-thresholds {params.thresholds} --interval-level {params.level} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule crossval:
+    """A variant's fold models: out-of-fold predictions on the train+val pool, their mean on test."""
+    input:
+        predictions=lambda w: [
+            f"results/evaluate/{f}/predictions.parquet" for f in fold_models(w.variant)
+        ],
+        metrics=lambda w: [
+            f"results/evaluate/{f}/metrics.json" for f in fold_models(w.variant)
+        ],
+    output:
+        predictions="results/evaluate/{variant}_folds/predictions.parquet",
+        metrics="results/evaluate/{variant}_folds/metrics.json",
+    log:
+        "results/logs/crossval/{variant}.log",
+    benchmark:
+        "results/benchmarks/crossval/{variant}_folds.tsv"
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        folds=lambda w, input: " ".join(
+            f"--fold {p} {m}" for p, m in zip(input.predictions, input.metrics)
+        ),
+        thresholds=stage_thresholds(),
+        level=config["evaluate"]["interval_level"],
+    shell:
+        "python -m boneage.crossval --variant {wildcards.variant} {params.folds} "
+        "--predictions {output.predictions} --metrics {output.metrics} "
+        "--stage-thresholds {params.thresholds} --interval-level {params.level} > {log} 2>&1"
 
 
 rule ensemble:
@@ -76,5 +111,7 @@ rule ensemble:
 rule evaluate:
     """Target: every variant (and the ensemble, when configured) evaluated."""
     input:
-        expand("results/evaluate/{variant}/metrics.json", variant=MODELS),
+        expand(
+            "results/evaluate/{variant}/metrics.json", variant=MODELS + FOLD_ENSEMBLES
+        ),
         ["results/evaluate/ensemble/metrics.json"] if ENSEMBLE else [],

@@ -45,6 +45,40 @@ rule bundle_ensemble:
         "--out-dir {output} > {log} 2>&1"
 
 
+rule bundle_folds:
+    """Model bundle of a variant's fold ensemble: each fold model's bundle, equally weighted."""
+    input:
+        models=lambda w: [
+            f"results/models/{f}/model.pt" for f in fold_models(w.variant)
+        ],
+        fold_metrics=lambda w: [
+            f"results/evaluate/{f}/metrics.json" for f in fold_models(w.variant)
+        ],
+        cards=lambda w: [
+            f"results/models/{f}/model_card.json" for f in fold_models(w.variant)
+        ],
+        metrics="results/evaluate/{variant}_folds/metrics.json",
+        preprocess="results/preprocess/preprocess_summary.json",
+    output:
+        directory("results/bundles/{variant}_folds"),
+    log:
+        "results/logs/bundle/{variant}_folds.log",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        folds=lambda w, input: " ".join(
+            f"--fold {' '.join(files)}"
+            for files in zip(input.models, input.fold_metrics, input.cards)
+        ),
+    shell:
+        "python -m boneage.export folds {params.folds} --metrics {input.metrics} "
+        "--preprocess-summary {input.preprocess} --out-dir {output} > {log} 2>&1"
+
+
 rule bundles:
     """Target: a bundle per variant (and the ensemble, when configured)."""
     input:

@@ -92,6 +92,12 @@ rule report:
             if ENSEMBLE
             else []
         ),
+        folds_metrics=expand(
+            "results/evaluate/{name}/metrics.json", name=FOLD_ENSEMBLES
+        ),
+        folds_predictions=expand(
+            "results/evaluate/{name}/predictions.parquet", name=FOLD_ENSEMBLES
+        ),
         external=external_summaries(),
         preprocess="results/preprocess/preprocess_summary.json",
         crop_methods="results/preprocess/qc/crop_methods.csv",
@@ -156,12 +162,19 @@ rule report:
         ensemble=lambda w, input: (
             f"--ensemble {' '.join(input.ensemble)}" if input.ensemble else ""
         ),
+        folds=lambda w, input: " ".join(
+            f"--folds {' '.join(files)}"
+            for files in zip(
+                FOLD_ENSEMBLES, input.folds_metrics, input.folds_predictions
+            )
+        ),
         external=lambda w, input: " ".join(f"--external {p}" for p in input.external),
         thresholds=stage_thresholds(),
         age_bin=config["evaluate"]["age_bin_months"],
         config_json=json.dumps(config, sort_keys=True),
     shell:
-        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} {params.external} "
+        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} {params.folds} "
+        "{params.external} "
         "--preprocess-summary {input.preprocess} --crop-methods {input.crop_methods} "
         "--rejects {input.rejects} --contact-sheet {input.contact_sheet} --split-summary {input.split} "
         "--dataset {input.dataset} --benchmarks {input.benchmarks} --captions {input.captions} "

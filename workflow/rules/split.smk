@@ -1,9 +1,18 @@
 rule split:
-    """Seeded train/val/test split stratified by age bin x sex, written as data."""
+    """Seeded train/val/test split stratified by age bin x sex, written as data; with split.folds, the
+    cross-validation folds of the train+val pool and each fold model's split file."""
     input:
         "results/preprocess/index.parquet",
     output:
         split="results/split/split.csv",
+        folds=(
+            [
+                "results/split/folds.csv",
+                *expand("results/split/folds/fold{k}.csv", k=range(FOLDS)),
+            ]
+            if FOLDS
+            else []
+        ),
         summary=report(
             "results/split/split_summary.csv",
             caption="../report/split.rst",
@@ -30,7 +39,13 @@ rule split:
             if config["split"]["file"]
             else ""
         ),
+        folds=FOLDS,
+        folds_file=(
+            f"--folds-file {config['split']['folds_file']}"
+            if config["split"]["folds_file"]
+            else ""
+        ),
     shell:
         "python -m boneage.split --index {input} --out {output.split} --val-fraction {params.val} "
         "--test-fraction {params.test} --age-bin-months {params.age_bin} --seed {params.seed} "
-        "{params.split_file} > {log} 2>&1"
+        "{params.split_file} --folds {params.folds} {params.folds_file} > {log} 2>&1"

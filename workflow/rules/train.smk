@@ -18,20 +18,22 @@ rule plan:
 
 
 rule train_variant:
-    """Train one model variant; resumes from results/models/{variant}/checkpoints/last.pt."""
+    """Train one model: a variant (results/models/{variant}) or one of its fold models
+    (results/models/{variant}/fold{k}, split.folds); resumes from its checkpoints/last.pt.
+    """
     input:
-        spec="results/models/{variant}/spec.json",
+        spec=model_spec,
         index="results/preprocess/index.parquet",
         images="results/preprocess/images",
-        split="results/split/split.csv",
+        split=model_split,
     output:
-        model="results/models/{variant}/model.pt",
-        history="results/models/{variant}/history.csv",
-        summary="results/models/{variant}/train_summary.json",
+        model="results/models/{model}/model.pt",
+        history="results/models/{model}/history.csv",
+        summary="results/models/{model}/train_summary.json",
     log:
-        "results/logs/train/{variant}.log",
+        "results/logs/train/{model}.log",
     benchmark:
-        "results/benchmarks/train/{variant}.tsv"
+        "results/benchmarks/train/{model}.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 8
@@ -41,9 +43,10 @@ rule train_variant:
         gpu=gpus,
     params:
         device=config["device"],
+        variant=model_variant,
     shell:
-        "python -m boneage.train --variant {wildcards.variant} --spec {input.spec} "
-        "--index {input.index} --split {input.split} --out-dir results/models/{wildcards.variant} "
+        "python -m boneage.train --variant {params.variant} --spec {input.spec} "
+        "--index {input.index} --split {input.split} --out-dir results/models/{wildcards.model} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -51,3 +54,4 @@ rule train:
     """Target: every configured variant trained."""
     input:
         expand("results/models/{variant}/model.pt", variant=MODELS),
+        [f"results/models/{f}/model.pt" for m in MODELS for f in fold_models(m)],

@@ -1,0 +1,116 @@
+"""K-fold cross-validation (split.folds): the fold table, fold models as jobs, the fold ensemble."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from boneage.split import SplitError, check_folds, fold_split, stratified_folds, stratified_split
+
+from .conftest import REPO, planned_rules, snakemake
+
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+
+
+def _split(n=400, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    index = pd.DataFrame({"id": [str(1000 + i) for i in range(n)], "boneage": rng.uniform(1, 228, n),
+                          "male": rng.integers(0, 2, n).astype(bool)})
+    return stratified_split(index, 0.15, 0.15, 24, 42)
+
+
+def test_folds_cover_the_train_val_pool_once_stratified_and_seeded():
+    split = _split()
+    folds = stratified_folds(split, 5, 42)
+    pool = split.loc[split["subset"] != "test"]
+    assert sorted(folds["id"]) == sorted(pool["id"])  # every train+val image once, no test image
+    counts = folds.groupby(["stratum", "fold"]).size().unstack(fill_value=0)
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1  # each stratum dealt evenly over the folds
+    assert folds.equals(stratified_folds(split, 5, 42)) and not folds.equals(stratified_folds(split, 5, 43))
+    for k in range(5):
+        one = fold_split(split, folds, k)
+        held_out = set(folds.loc[folds["fold"] == k, "id"])
+        assert set(one.loc[one["subset"] == "val", "id"]) == held_out
+        assert set(one.loc[one["subset"] == "test", "id"]) == set(split.loc[split["subset"] == "test", "id"])
+        assert set(one.loc[one["subset"] == "train", "id"]) == set(pool["id"]) - held_out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f, s: pd.concat([f, s[s["subset"] == "test"].head(1).assign(fold=0)]), "test ids stay out"),
+    (lambda f, s: f.iloc[1:], "1 missing"),
+    (lambda f, s: f.assign(fold=f["fold"].where(f.index > 0, 7)), "integers 0..2"),
+    (lambda f, s: f.assign(fold=f["fold"].replace(2, 1)), "fold(s) [2] have no images"),
+])
+def test_a_hand_edited_fold_table_is_checked(edit, message):
+    split = _split()
+    folds = stratified_folds(split, 3, 42)
+    with pytest.raises(SplitError, match=re.escape(message)):
+        check_folds(edit(folds, split), split, 3, "my_folds.csv")
+
+
+@pytest.fixture(scope="module")
+def folds_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("folds")
+    overlay = workdir / "folds.yaml"
+    overlay.write_text("variants: [resnet18]\nsplit:\n  folds: 3\nensemble:\n  variants: [resnet18, resnet18_folds]\n")
+    args = ("--configfile", SMOKE, str(overlay))
+    snakemake(workdir, "all", "--cores", "2", *args)
+    return workdir, args
+
+
+def test_three_folds_give_three_fold_models_out_of_fold_metrics_and_a_fold_ensemble(folds_run):
+    workdir, _ = folds_run
+    r = workdir / "results"
+    folds = pd.read_csv(r / "split" / "folds.csv", dtype={"id": str})
+    for k in range(3):
+        assert (r / "models" / "resnet18" / f"fold{k}" / "model.pt").is_file()
+        summary = json.loads((r / "models" / "resnet18" / f"fold{k}" / "train_summary.json").read_text())
+        assert summary["train_images"] == (folds["fold"] != k).sum()  # trained on the other folds only
+    pred = pd.read_parquet(r / "evaluate" / "resnet18_folds" / "predictions.parquet")
+    oof = pred[pred["subset"] == "val"]
+    assert sorted(oof["id"]) == sorted(folds["id"])  # each pool image predicted once, out of fold
+    assert (oof.merge(folds, on="id").eval("fold_x == fold_y")).all()  # by the model that held it out
+    tests = [pd.read_parquet(r / "evaluate" / "resnet18" / f"fold{k}" / "predictions.parquet").query("subset == 'test'")
+             .set_index("id")["pred"] for k in range(3)]
+    mean = pred[pred["subset"] == "test"].set_index("id")["pred"]
+    assert np.allclose(mean.sort_index(), sum(tests).sort_index() / 3)  # test: the folds' mean
+    ensemble = json.loads((r / "evaluate" / "ensemble" / "metrics.json").read_text())
+    assert set(ensemble["weights"]) == {"resnet18", "resnet18_folds"}
+    table = pd.read_csv(r / "report" / "tables" / "folds.csv")
+    assert list(table["fold"].astype(str))[:3] == ["0", "1", "2"] and len(table) == 4
+    assert "Cross-validation" in (r / "report" / "index.html").read_text()
+    members = json.loads((r / "bundles" / "ensemble" / "bundle.json").read_text())["members"]
+    assert [m["name"] for m in members] == ["resnet18", "resnet18_folds/fold0", "resnet18_folds/fold1",
+                                            "resnet18_folds/fold2"]
+    assert abs(sum(m["weight"] for m in members) - 1) < 1e-9
+
+
+def test_the_fold_ensemble_bundle_predicts_what_cross_validation_predicted(folds_run, tmp_path):
+    from boneage.predict import run as predict
+
+    workdir, _ = folds_run
+    r = workdir / "results"
+    labels = pd.read_csv(r / "data" / "demo" / "boneage-training-dataset.csv", dtype={"id": str})
+    labels[["id", "male"]].to_csv(tmp_path / "sex.csv", index=False)
+    evaluated = pd.read_parquet(r / "evaluate" / "resnet18_folds" / "predictions.parquet").query("subset == 'test'")
+    bundle = tmp_path / "elsewhere"
+    shutil.copytree(r / "bundles" / "resnet18_folds", bundle)
+    images = [str(r / "data" / "demo" / "boneage-training-dataset" / f"{i}.png") for i in evaluated["id"]]
+    both = predict(images, tmp_path / "sex.csv", bundle, tmp_path / "out").merge(evaluated, on="id")
+    assert len(both) == len(evaluated) > 0 and (both["boneage_months"] - both["pred"]).abs().max() < 1e-4
+
+
+def test_after_a_fold_run_nothing_is_left_and_changing_the_folds_reruns_split_onward(folds_run, tmp_path):
+    workdir, args = folds_run
+    proc = snakemake(workdir, "all", "-n", *args)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    overlay = tmp_path / "four.yaml"
+    overlay.write_text("split:\n  folds: 4\n")
+    rules = planned_rules(snakemake(workdir, "all", "-n", *args, str(overlay)))
+    assert {"split", "train_variant", "evaluate_variant", "crossval", "ensemble", "report"} <= rules
+    assert not rules & {"download", "preprocess"}
