@@ -140,6 +140,11 @@ def fold_models(variant):
     return [f"{variant}/fold{k}" for k in range(FOLDS)]
 
 
+def fold_files(pattern):
+    """Input function: ``pattern`` (with {model}) for each fold model of the job's {variant}."""
+    return lambda wildcards: expand(pattern, model=fold_models(wildcards.variant))
+
+
 def local_labels(wildcards):
     """The local label csv, so that editing it re-runs the download stage."""
     if config["data_source"] == "local":
@@ -177,21 +182,21 @@ if config["external_test"]:
     except LayoutError as exc:
         raise WorkflowError(f"config key 'external_test': {exc}")
 
-# Bundles (workflow/rules/predict.smk): one per model, and the ensemble's when configured.
-BUNDLES = [f"results/bundles/{m}" for m in MODELS + FOLD_ENSEMBLES] + (
-    ["results/bundles/ensemble"] if ENSEMBLE else []
-)
+# Bundles (workflow/rules/predict.smk): one per model and fold ensemble, and the ensemble's when
+# configured.
+BUNDLE_NAMES = MODELS + FOLD_ENSEMBLES + (["ensemble"] if ENSEMBLE else [])
+BUNDLES = [f"results/bundles/{name}" for name in BUNDLE_NAMES]
 
 
 def predict_bundle():
     """The bundle folder predict uses: config predict.bundle as a model name, 'ensemble' or a
     path; by default the ensemble when configured, else the first variant."""
     name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
-    if name == "ensemble" or name in MODELS + FOLD_ENSEMBLES:
-        if name == "ensemble" and not ENSEMBLE:
-            raise WorkflowError(
-                "config key predict.bundle: 'ensemble', but ensemble.variants is empty"
-            )
+    if name == "ensemble" and not ENSEMBLE:
+        raise WorkflowError(
+            "config key predict.bundle: 'ensemble', but ensemble.variants is empty"
+        )
+    if name in BUNDLE_NAMES:
         return f"results/bundles/{name}"
     if not os.path.isfile(os.path.join(name, "bundle.json")):
         raise WorkflowError(
@@ -207,9 +212,6 @@ def predict_inputs():
 
     inputs = config["predict"]["inputs"]
     return " ".join(shlex.quote(str(p)) for p in inputs)
-
-
-BUNDLE_NAMES = MODELS + FOLD_ENSEMBLES + (["ensemble"] if ENSEMBLE else [])
 
 
 def external_summaries():

@@ -42,12 +42,8 @@ rule evaluate_variant:
 rule crossval:
     """A variant's fold models: out-of-fold predictions on the train+val pool, their mean on test."""
     input:
-        predictions=lambda w: [
-            f"results/evaluate/{f}/predictions.parquet" for f in fold_models(w.variant)
-        ],
-        metrics=lambda w: [
-            f"results/evaluate/{f}/metrics.json" for f in fold_models(w.variant)
-        ],
+        predictions=fold_files("results/evaluate/{model}/predictions.parquet"),
+        metrics=fold_files("results/evaluate/{model}/metrics.json"),
     output:
         predictions="results/evaluate/{variant}_folds/predictions.parquet",
         metrics="results/evaluate/{variant}_folds/metrics.json",

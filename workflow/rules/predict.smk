@@ -48,15 +48,9 @@ rule bundle_ensemble:
 rule bundle_folds:
     """Model bundle of a variant's fold ensemble: each fold model's bundle, equally weighted."""
     input:
-        models=lambda w: [
-            f"results/models/{f}/model.pt" for f in fold_models(w.variant)
-        ],
-        fold_metrics=lambda w: [
-            f"results/evaluate/{f}/metrics.json" for f in fold_models(w.variant)
-        ],
-        cards=lambda w: [
-            f"results/models/{f}/model_card.json" for f in fold_models(w.variant)
-        ],
+        models=fold_files("results/models/{model}/model.pt"),
+        fold_metrics=fold_files("results/evaluate/{model}/metrics.json"),
+        cards=fold_files("results/models/{model}/model_card.json"),
         metrics="results/evaluate/{variant}_folds/metrics.json",
         preprocess="results/preprocess/preprocess_summary.json",
     output:
