@@ -63,6 +63,7 @@ def load_config(paths: list[str]) -> dict:
 def model_only(name: str, spec: TrainSpec, device, steps: int) -> float:
     """Images/s of forward + backward + step on one batch already in memory."""
     model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
+    model.freeze(spec.freeze_blocks)
     trainer = Trainer(name, spec, Path(tempfile.gettempdir()), device, "bench")
     opt = trainer.make_optimizer(model)
     step_model = torch.compile(model) if spec.compile else model

@@ -257,6 +257,31 @@ class BoneAgeNet(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             return self.head(features.float()).squeeze(1)
 
+    def _stem_and_blocks(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The backbone's stem modules and its blocks in input order (the units of ``freeze``)."""
+        net = self.backbone
+        if self.arch.startswith("resnet"):
+            return [net.conv1, net.bn1], [net.layer1, net.layer2, net.layer3, net.layer4]
+        if self.arch == "densenet121":
+            f = net.features
+            return [f.conv0, f.norm0], [nn.ModuleList([getattr(f, f"denseblock{i}")] +
+                                                      ([getattr(f, f"transition{i}")] if i < 4 else []))
+                                        for i in range(1, 5)]
+        return [net.net._conv_stem, net.net._bn0], list(net.net._blocks)
+
+    def freeze(self, n_blocks: int) -> None:
+        """Stop the gradients of the stem and the first ``n_blocks`` blocks (``train.freeze_blocks``):
+        they keep their starting weights, and backpropagation ends where they begin. Their
+        BatchNorm layers still normalise by batch statistics and track running ones in training."""
+        if n_blocks <= 0:
+            return
+        stem, blocks = self._stem_and_blocks()
+        if n_blocks >= len(blocks):
+            raise ValueError(f"freeze_blocks {n_blocks}: {self.arch} has {len(blocks)} blocks; "
+                             f"freeze at most {len(blocks) - 1} so that some of the backbone trains")
+        for module in stem + blocks[:n_blocks]:
+            module.requires_grad_(False)
+
     def gradcam_layers(self) -> list[str]:
         """Names (as in ``named_modules``) of the feature maps Grad-CAM may use, deepest first:
         each a stage's output, at twice the resolution of the one before it."""

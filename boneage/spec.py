@@ -39,6 +39,7 @@ class TrainSpec:
     input_size: int = 96
     low_res_size: int = 0  # progressive resizing: the first low_res_epochs train at this side
     low_res_epochs: int = 0
+    freeze_blocks: int = 0  # the stem and the first N backbone blocks get no gradients
     augment: dict = field(default_factory=dict)
     ema_decay: float = 0.0
     grad_clip: float = 0.0

@@ -98,7 +98,9 @@ class Trainer:
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         spec = self.spec
         decay, no_decay = [], []
-        for p in model.parameters():  # no weight decay on norms and biases
+        for p in model.parameters():  # no weight decay on norms and biases; frozen ones stay out
+            if not p.requires_grad:
+                continue
             (no_decay if p.ndim <= 1 else decay).append(p)
         groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         opt_cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
@@ -147,6 +149,7 @@ class Trainer:
         self.target_std = float(train.boneage.std()) or 1.0
         self.augment = Augment.from_dict(spec.augment)
         model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
+        model.freeze(spec.freeze_blocks)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         opt = self.make_optimizer(model)

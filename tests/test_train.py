@@ -26,7 +26,7 @@ from boneage.batches import load_subset
 from boneage.checkpoint import CheckpointError
 from boneage.spec import TrainSpec
 from boneage.train import run
-from boneage.trainer import EMA, Trainer
+from boneage.trainer import EMA, Trainer, seed_everything
 
 from .conftest import REPO
 
@@ -238,3 +238,22 @@ def test_progressive_resizing_trains_small_first_and_validates_at_the_final_size
 def test_an_incomplete_or_too_long_low_res_phase_is_refused(bad):
     with pytest.raises(ValueError, match="low_res"):
         TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 3, **bad})
+
+
+@pytest.mark.parametrize("arch,n", [("efficientnet_lite0", 5), ("resnet18", 1), ("densenet121", 2)])
+def test_frozen_blocks_keep_their_starting_weights_and_the_rest_trains(data, tmp_path, arch, n):
+    spec = TrainSpec.from_dict({"arch": arch, **TINY, "epochs": 2, "lr": 0.01, "freeze_blocks": n})
+    seed_everything(spec.seed)  # as the trainer does before it builds the model
+    start = build_model(asdict(spec))
+    stem, blocks = start._stem_and_blocks()
+    frozen_names = {name for name, p in start.named_parameters()
+                    if any(p is q for m in stem + blocks[:n] for q in m.parameters())}
+    assert frozen_names
+    Trainer(arch, spec, tmp_path, torch.device("cpu"), "h").fit(*_subsets(data))
+    trained = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    initial = start.state_dict()
+    for name, _ in start.named_parameters():
+        same = torch.equal(trained[name], initial[name])
+        assert same == (name in frozen_names), name
+    with pytest.raises(ValueError, match=f"freeze_blocks .*{arch}"):
+        build_model(asdict(spec)).freeze(len(blocks))
