@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boneage.config import model_list, variant_spec  # noqa: E402
 from boneage.files import keep_freed_memory, usable_threads  # noqa: E402
 from boneage.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
-from boneage.models import build_model  # noqa: E402
 from boneage.batches import Data  # noqa: E402
 from boneage.spec import TrainSpec  # noqa: E402
 from boneage.trainer import Trainer, loss_fn  # noqa: E402
@@ -62,9 +61,8 @@ def load_config(paths: list[str]) -> dict:
 
 def model_only(name: str, spec: TrainSpec, device, steps: int) -> float:
     """Images/s of forward + backward + step on one batch already in memory."""
-    model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
-    model.freeze(spec.freeze_blocks)
     trainer = Trainer(name, spec, Path(tempfile.gettempdir()), device, "bench")
+    model = trainer.make_model()
     opt = trainer.make_optimizer(model)
     step_model = torch.compile(model) if spec.compile else model
     b, s = spec.batch_size, spec.input_size

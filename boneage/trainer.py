@@ -95,6 +95,12 @@ class Trainer:
         self.stream = stream
         self.checkpoints = Checkpoints(out_dir / "checkpoints", variant, spec, data_hash, device)
 
+    def make_model(self) -> torch.nn.Module:
+        """The variant's network on the device, channels_last, its first blocks frozen as the spec says."""
+        model = build_model(asdict(self.spec)).to(self.device, memory_format=torch.channels_last)
+        model.freeze(self.spec.freeze_blocks)
+        return model
+
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         spec = self.spec
         decay, no_decay = [], []
@@ -148,8 +154,7 @@ class Trainer:
         self.target_mean = float(train.boneage.mean())
         self.target_std = float(train.boneage.std()) or 1.0
         self.augment = Augment.from_dict(spec.augment)
-        model = build_model(asdict(spec)).to(device, memory_format=torch.channels_last)
-        model.freeze(spec.freeze_blocks)
+        model = self.make_model()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         opt = self.make_optimizer(model)
