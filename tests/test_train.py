@@ -20,7 +20,7 @@ import yaml
 
 from boneage import demo, download, evaluate, preprocess, split
 from boneage.config import variant_spec
-from boneage.inference import autocast, channels_last, load_model
+from boneage.inference import autocast, channels_last, load_model, predict
 from boneage.models import build_model
 from boneage.batches import load_subset
 from boneage.checkpoint import CheckpointError
@@ -257,3 +257,18 @@ def test_frozen_blocks_keep_their_starting_weights_and_the_rest_trains(data, tmp
         assert same == (name in frozen_names), name
     with pytest.raises(ValueError, match=f"freeze_blocks .*{arch}"):
         build_model(asdict(spec)).freeze(len(blocks))
+
+
+def test_predictions_do_not_depend_on_the_inference_batch_size():
+    """The CPU predicts in batches of 16 by default (faster there than 128); a result must not
+    depend on how the images were chunked, with or without TTA."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "efficientnet_lite0", "sex_input": True, "head_hidden": 16}).eval()
+    images = torch.randint(0, 256, (37, 1, 48, 48), dtype=torch.uint8)
+    male = (torch.rand(37) > 0.5).float()
+    cpu = torch.device("cpu")
+    for tta in (False, True):
+        default = predict(model, images, male, 48, 120.0, 40.0, cpu, tta=tta)
+        whole = predict(model, images, male, 48, 120.0, 40.0, cpu, batch_size=128, tta=tta)
+        assert default.shape == (37,)
+        np.testing.assert_allclose(default, whole, rtol=0, atol=1e-4)
