@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from .conftest import REPO, planned_rules, snakemake, write_rsna
+from .conftest import REPO, SAME_MONTHS, planned_rules, snakemake, write_rsna
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 DOWNSTREAM_OF_TRAIN = {"plan", "train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "bundle_variant",
@@ -206,9 +206,9 @@ def test_a_copied_bundle_predicts_what_evaluation_predicted(run_dir, tmp_path):
         evaluated = pd.read_parquet(run_dir / "results" / "evaluate" / kind / "predictions.parquet")
         both = table.merge(evaluated[evaluated["subset"] == "test"], on="id")
         assert len(both) == len(_test_ids(run_dir)) > 0
-        assert (both["boneage_months"] - both["pred"]).abs().max() < 1e-4
+        assert (both["boneage_months"] - both["pred"]).abs().max() < SAME_MONTHS
         # the smoke set has too few validation images for a 90 % interval: infinite on both sides
-        assert np.allclose(both["interval_high_months"], both["pred_high"], atol=1e-4)
+        assert np.allclose(both["interval_high_months"], both["pred_high"], atol=SAME_MONTHS)
         assert (tmp_path / f"out_{kind}" / "predictions.parquet").is_file()
 
 
@@ -247,8 +247,9 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
     assert rows.loc["girl", "chronological_age_months"] == pytest.approx(120.0)
     assert rows.loc["boy", "chronological_age_months"] == pytest.approx(96.0)
     # the same picture: the same estimate whatever the format, for the sex each file gives
-    assert rows.loc["girl", "boneage_months"] == pytest.approx(rows.loc["twin", "boneage_if_female_months"], abs=1e-4)
-    assert rows.loc["boy", "boneage_months"] == pytest.approx(rows.loc["twin", "boneage_if_male_months"], abs=1e-4)
+    for file, sex in (("girl", "female"), ("boy", "male")):
+        assert rows.loc[file, "boneage_months"] == pytest.approx(rows.loc["twin", f"boneage_if_{sex}_months"],
+                                                                 abs=SAME_MONTHS)
     assert pd.isna(rows.loc["twin", "boneage_months"]) and "sex missing" in rows.loc["twin", "warnings"]
     assert rows.loc["girl", "boneage_minus_chronological_months"] == pytest.approx(
         rows.loc["girl", "boneage_months"] - 120.0)
@@ -292,7 +293,7 @@ def test_an_external_test_set_goes_through_every_bundle_into_the_report(run_dir,
     evaluated = pd.read_parquet(run_dir / "results" / "evaluate" / "resnet18" / "predictions.parquet")
     predicted = pd.read_csv(run_dir / "results" / "external" / "resnet18" / "predictions.csv", dtype={"id": str})
     both = predicted.merge(evaluated, on="id")
-    assert len(both) == 5 and (both["boneage_months"] - both["pred"]).abs().max() < 1e-4  # the same bundle
+    assert len(both) == 5 and (both["boneage_months"] - both["pred"]).abs().max() < SAME_MONTHS  # the same bundle
     assert "Metrics on the external test set" in (run_dir / "results" / "report" / "index.html").read_text()
     assert "External test set, resnet18: MAE" in (run_dir / "results" / "report" / "summary.txt").read_text()
 
