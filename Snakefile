@@ -1,7 +1,7 @@
 # Pediatric bone age assessment from hand radiographs (RSNA layout): the whole pipeline.
 #
 #   download -> preprocess -> split -> plan, train (per variant [and fold]) -> evaluate (per variant
-#   [and fold]) [-> crossval (per variant)] [-> ensemble]
+#   [and fold, seed]) [-> crossval, seeds (per variant)] [-> ensemble]
 #   -> gradcam (per variant) -> report; bundles (per variant, ensemble) -> predict (new images)
 #
 # Run: snakemake --cores 8 all        (README.md: set-up, RSNA data, clusters, results layout)
@@ -36,7 +36,7 @@ localrules:
     bundles,
     bundle_variant,
     bundle_ensemble,
-    bundle_folds,
+    bundle_group,
 
 
 rule all:

@@ -8,6 +8,12 @@ load changes the figures.
 
     .venv/bin/python bench/demo_time.py            # reuses this checkout's .venv in the clone
     .venv/bin/python bench/demo_time.py --setup    # also times ./setup.sh into a new .venv
+    .venv/bin/python bench/demo_time.py --rounding # then retrains with 1 thread per training job
+
+``--rounding`` measures how much the demo hinges on floating-point rounding: after the default run it
+trains every model again with ``--set-threads train_variant=1 --forcerun train_variant`` (one thread
+sums in another order) and prints each model's test MAE in both runs, the difference, and the
+ratio of its MAE before TTA and bias correction to the final one.
 """
 
 from __future__ import annotations
@@ -50,11 +56,19 @@ def timed(cmd: list[str], cwd: Path, log: Path) -> float:
     return wall
 
 
+def test_metrics(clone: Path) -> dict[str, dict]:
+    """The test-split metrics of every evaluated model of the run in ``clone``."""
+    return {p.parent.name: json.loads(p.read_text())["test"]
+            for p in sorted((clone / "results" / "evaluate").glob("*/metrics.json"))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="run and time ./setup.sh in the clone")
     parser.add_argument("--cores", type=int, default=8, help="snakemake --cores (the README says 8)")
     parser.add_argument("--keep", action="store_true", help="keep the clone and print where it is")
+    parser.add_argument("--rounding", action="store_true",
+                        help="retrain with one thread per training job and compare the test MAE")
     args = parser.parse_args()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -78,10 +92,18 @@ def main() -> None:
           "jobs may overlap):")
     for row in jobs.itertuples():
         print(f"  {row.stage:<36} {row.seconds:7.1f}")
-    print("\ntest MAE (months):")
-    for metrics in sorted((clone / "results" / "evaluate").glob("*/metrics.json")):
-        m = json.loads(metrics.read_text())["test"]
-        print(f"  {metrics.parent.name:<36} {m['mae']:7.2f}  (R2 {m['r2']:.3f}; training mean {m['baseline_mae']:.2f})")
+    print("\ntest MAE (months) with its 95 % bootstrap interval:")
+    first = test_metrics(clone)
+    for name, m in first.items():
+        print(f"  {name:<36} {m['mae']:7.2f} {m['ci95']['mae']}  (R2 {m['r2']:.3f}; before TTA and "
+              f"correction {m['mae_raw']:.2f}, ratio {m['mae_raw'] / m['mae']:.2f}; training mean {m['baseline_mae']:.2f})")
+    if args.rounding:
+        wall = timed([str(clone / ".venv" / "bin" / "snakemake"), "--cores", str(args.cores), "all", "--set-threads",
+                      "train_variant=1", "--forcerun", "train_variant"], clone, tmp / "snakemake_1thread.log")
+        print(f"\nretrained with --set-threads train_variant=1 ({wall:.1f} s): test MAE, default -> 1 thread")
+        for name, m in test_metrics(clone).items():
+            print(f"  {name:<36} {first[name]['mae']:7.2f} -> {m['mae']:7.2f}  (difference {m['mae'] - first[name]['mae']:+.2f}; "
+                  f"before correction {m['mae_raw']:.2f}, ratio {m['mae_raw'] / m['mae']:.2f})")
     if args.keep:
         print(f"\nclone kept at {clone}")
     else:

@@ -11,7 +11,8 @@ Layout (``results/bundles/<variant>/``)::
 An ensemble bundle (``results/bundles/ensemble/``) holds ``bundle.json`` (members, weights, its own
 bias correction and interval) and a copy of each member's bundle under ``members/<name>/``; a fold
 ensemble's (``results/bundles/<variant>_folds/``, split.folds) holds its fold models' bundles under
-``members/fold<k>/``, equally weighted.
+``members/fold<k>/``, a seed ensemble's (``<variant>_seeds/``, repeats) its seed models' under
+``members/seed<k>/``, equally weighted.
 Copying the folder elsewhere and predicting there gives the same numbers: nothing in it points
 outside it. Loading checks the format and every weight file's sha256.
 """
@@ -81,15 +82,15 @@ def write_ensemble(out_dir: Path, members: dict[str, Path], metrics_path: Path) 
     return _write_ensemble_spec(out_dir, metrics["weights"], metrics)
 
 
-def write_folds(out_dir: Path, folds: list[tuple[Path, Path, Path]], preprocess_summary: Path,
-                metrics_path: Path) -> dict:
-    """A fold ensemble's bundle (stage crossval): each fold model's bundle under ``members/fold<k>``
-    from its (model.pt, metrics.json, model_card.json), equal weights, no correction of its own."""
+def write_average(out_dir: Path, members: dict[str, tuple[Path, Path, Path]], preprocess_summary: Path,
+                  metrics_path: Path) -> dict:
+    """A fold or seed ensemble's bundle (stages crossval, seeds): each model's bundle under
+    ``members/<name>`` (fold<k>, seed<k>) from its (model.pt, metrics.json, model_card.json), equal
+    weights, no correction of its own."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for k, (model, metrics, card) in enumerate(folds):
-        write_variant(out_dir / "members" / f"fold{k}", model, metrics, preprocess_summary, card)
-    weights = {f"fold{k}": 1 / len(folds) for k in range(len(folds))}
-    return _write_ensemble_spec(out_dir, weights, read_json(metrics_path))
+    for name, (model, metrics, card) in members.items():
+        write_variant(out_dir / "members" / name, model, metrics, preprocess_summary, card)
+    return _write_ensemble_spec(out_dir, {name: 1 / len(members) for name in members}, read_json(metrics_path))
 
 
 def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict) -> dict:

@@ -11,6 +11,8 @@ class ConfigError(ValueError):
 
 
 FOLDS_SUFFIX = "_folds"  # <variant>_folds: the fold ensemble of a variant (split.folds)
+SEEDS_SUFFIX = "_seeds"  # <variant>_seeds: the seed ensemble of a variant (repeats)
+NOT_TRAINING = ("augment", "repeats")  # model keys that are not plain training settings
 
 
 def model_list(config: dict, key: str, fold_ensembles: bool = False) -> list[str]:
@@ -40,8 +42,13 @@ def variant_spec(config: dict, name: str) -> dict:
     """
     model = config["models"][name]
     spec = {"epochs": config["epochs"], **config.get("train", {})}
-    spec.update({k: v for k, v in model.items() if k != "augment"})
+    spec.update({k: v for k, v in model.items() if k not in NOT_TRAINING})
     spec["augment"] = {**config.get("train", {}).get("augment", {}), **model.get("augment", {})}
     if spec.get("input_size") is None:
         spec["input_size"] = config["image_size"]
     return spec
+
+
+def repeats(config: dict, name: str) -> int:
+    """How many seeds model ``name`` is trained with: its own ``repeats``, else the top-level one."""
+    return int(config["models"][name].get("repeats", config.get("repeats", 1)))

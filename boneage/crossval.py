@@ -25,6 +25,7 @@ import pandas as pd
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 from .metrics import score
+from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.crossval")
 
@@ -61,7 +62,7 @@ def fold_rows(fold_metrics: list[dict]) -> list[dict]:
 
 
 def run(variant: str, prediction_files: list[Path], metrics_files: list[Path], predictions_path: Path,
-        metrics_path: Path, thresholds, interval_level: float) -> dict:
+        metrics_path: Path, thresholds, interval_level: float, bootstrap: Bootstrap = Bootstrap()) -> dict:
     pred = combine_folds([pd.read_parquet(p) for p in prediction_files])
     fold_metrics = [read_json(p) for p in metrics_files]
     extra = {"variant": f"{variant}_folds", "folds": fold_rows(fold_metrics),
@@ -70,7 +71,7 @@ def run(variant: str, prediction_files: list[Path], metrics_files: list[Path], p
     extra["interval"] = add_interval(pred, interval_level)
     # Each fold has its own training mean; the baseline is their mean (they differ by a fraction of a month).
     baseline = float(np.mean([m["baseline_train_mean_months"] for m in fold_metrics]))
-    metrics = score(pred, baseline, thresholds, extra)
+    metrics = score(pred, baseline, thresholds, extra, bootstrap)
     write_table(pred, predictions_path)
     write_json(metrics_path, metrics)
     log.info("%s, %d folds: out-of-fold MAE %.2f months on %d images; fold-mean test MAE %.2f (folds alone: %s)",
@@ -88,11 +89,12 @@ def main(argv=None) -> None:
     parser.add_argument("--metrics", required=True, help="metrics.json to write")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
     parser.add_argument("--interval-level", type=float, required=True)
+    Bootstrap.add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     try:
         run(args.variant, [Path(f[0]) for f in args.fold], [Path(f[1]) for f in args.fold], Path(args.predictions),
-            Path(args.metrics), tuple(args.stage_thresholds), args.interval_level)
+            Path(args.metrics), tuple(args.stage_thresholds), args.interval_level, Bootstrap.from_args(args))
     except CrossValError as exc:
         log.error("%s", exc)
         sys.exit(1)

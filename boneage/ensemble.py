@@ -18,6 +18,7 @@ import pandas as pd
 from .metrics import apply_bias_correction, score
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
+from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.ensemble")
 
@@ -61,7 +62,8 @@ def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFra
 
 
 def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predictions_path: Path, metrics_path: Path,
-        weighting: str, bias_correction: bool, thresholds, interval_level: float) -> dict:
+        weighting: str, bias_correction: bool, thresholds, interval_level: float,
+        bootstrap: Bootstrap = Bootstrap()) -> dict:
     tables = {name: pd.read_parquet(path) for name, path in prediction_files.items()}
     merged, weights = combine(tables, weighting)
     extra = {"variant": "ensemble", "members": list(tables), "weighting": weighting, "weights": weights,
@@ -72,7 +74,7 @@ def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predi
         merged["pred"] = merged["pred_raw"]
     extra["interval"] = add_interval(merged, interval_level)
     baseline = read_json(next(iter(metrics_files.values())))["baseline_train_mean_months"]
-    metrics = score(merged, baseline, thresholds, extra)
+    metrics = score(merged, baseline, thresholds, extra, bootstrap)
     errors = merged[list(tables)].to_numpy(float) - merged["boneage"].to_numpy(float)[:, None]
     corr = np.corrcoef(errors.T) if len(tables) > 1 else np.ones((1, 1))
     metrics["error_correlation"] = {"members": list(tables), "matrix": corr.round(4).tolist()}
@@ -93,11 +95,12 @@ def main(argv=None) -> None:
     parser.add_argument("--bias-correction", action="store_true")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
     parser.add_argument("--interval-level", type=float, required=True)
+    Bootstrap.add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     run({m[0]: Path(m[1]) for m in args.member}, {m[0]: Path(m[2]) for m in args.member},
         Path(args.predictions), Path(args.metrics), args.weighting, args.bias_correction, tuple(args.stage_thresholds),
-        args.interval_level)
+        args.interval_level, Bootstrap.from_args(args))
 
 
 if __name__ == "__main__":

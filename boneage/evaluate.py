@@ -10,7 +10,8 @@ Each prediction gets a split-conformal interval fitted on the validation split
 Writes ``predictions.parquet`` (id, subset, boneage, male, pred_raw, pred_tta, pred, pred_low,
 pred_high), ``metrics.json`` (with ``interval``: level, half-width, coverage per subset),
 (MAE, RMSE, R2, median error, per sex, within 6/12 months, stage accuracy and confusion, by
-subset, with the MAE of always predicting the training mean as the baseline) and the model card.
+subset, with the MAE of always predicting the training mean as the baseline; ``ci95``: 95 % bootstrap
+intervals, :mod:`boneage.uncertainty`) and the model card.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .inference import load_model, model_meta, predict, resolve_device
 from .intervals import add_interval
 from .metrics import apply_bias_correction, score
 from .provenance import model_card
+from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.evaluate")
 
@@ -50,6 +52,7 @@ class Settings:
     bias_correction: bool
     stage_thresholds: tuple[float, float]
     interval_level: float
+    bootstrap: Bootstrap = Bootstrap()
 
 
 def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: Path, metrics_path: Path,
@@ -81,11 +84,11 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
         pred["pred"] = pred[column]
     extra["interval"] = add_interval(pred, settings.interval_level)
     write_table(pred, predictions_path)
-    metrics = score(pred, train_mean(index, split), settings.stage_thresholds, extra)
+    metrics = score(pred, train_mean(index, split), settings.stage_thresholds, extra, settings.bootstrap)
     write_json(metrics_path, metrics)
-    log.info("%s test: MAE %.2f months (raw %.2f, baseline %.2f), R2 %.3f", meta["variant"],
-             metrics["test"]["mae"], metrics["test"]["mae_raw"], metrics["test"]["baseline_mae"],
-             metrics["test"]["r2"])
+    test = metrics["test"]
+    log.info("%s test: MAE %.2f months (95 %% CI %s; raw %.2f, baseline %.2f), R2 %.3f", meta["variant"],
+             test["mae"], test["ci95"]["mae"], test["mae_raw"], test["baseline_mae"], test["r2"])
     return metrics
 
 
@@ -118,12 +121,14 @@ def main(argv=None) -> None:
                         metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months")
     parser.add_argument("--interval-level", type=float, required=True,
                         help="coverage of the conformal prediction interval fitted on validation")
+    Bootstrap.add_arguments(parser)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level)
+        settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level,
+                            Bootstrap.from_args(args))
         metrics = run(Path(args.model), Path(args.index), Path(args.split), Path(args.predictions), Path(args.metrics),
                       settings, args.device, args.threads)
         write_card(Path(args.model_card), Path(args.model), metrics, Path(args.index), Path(args.split),

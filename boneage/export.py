@@ -4,6 +4,7 @@ A bundle is the one folder that predicting needs (format: :mod:`boneage.bundle`)
 
     python -m boneage.export variant --model M --metrics J --preprocess-summary P --model-card C --out-dir D
     python -m boneage.export ensemble --member NAME DIR ... --metrics J --out-dir D
+    python -m boneage.export average --member NAME MODEL METRICS CARD ... --preprocess-summary P --metrics J --out-dir D
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .bundle import write_ensemble, write_folds, write_variant
+from .bundle import write_average, write_ensemble, write_variant
 from .files import setup_logging
 
 
@@ -28,17 +29,17 @@ def main(argv=None) -> None:
     ens.add_argument("--member", nargs=2, action="append", required=True, metavar=("NAME", "BUNDLE_DIR"))
     ens.add_argument("--metrics", required=True, help="evaluate/ensemble/metrics.json")
     ens.add_argument("--out-dir", required=True)
-    folds = sub.add_parser("folds", help="bundle a variant's fold ensemble from its fold models")
-    folds.add_argument("--fold", nargs=3, action="append", required=True, metavar=("MODEL", "METRICS", "CARD"),
-                       help="one per fold, in fold order")
-    folds.add_argument("--preprocess-summary", required=True)
-    folds.add_argument("--metrics", required=True, help="evaluate/<variant>_folds/metrics.json")
-    folds.add_argument("--out-dir", required=True)
+    avg = sub.add_parser("average", help="bundle a fold or seed ensemble from its models, equally weighted")
+    avg.add_argument("--member", nargs=4, action="append", required=True,
+                     metavar=("NAME", "MODEL", "METRICS", "CARD"), help="one per model (fold<k>, seed<k>)")
+    avg.add_argument("--preprocess-summary", required=True)
+    avg.add_argument("--metrics", required=True, help="evaluate/<variant>_folds|_seeds/metrics.json")
+    avg.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    if args.kind == "folds":
-        write_folds(Path(args.out_dir), [tuple(map(Path, f)) for f in args.fold], Path(args.preprocess_summary),
-                    Path(args.metrics))
+    if args.kind == "average":
+        write_average(Path(args.out_dir), {m[0]: tuple(map(Path, m[1:])) for m in args.member},
+                      Path(args.preprocess_summary), Path(args.metrics))
     elif args.kind == "variant":
         write_variant(Path(args.out_dir), Path(args.model), Path(args.metrics), Path(args.preprocess_summary),
                       Path(args.model_card))

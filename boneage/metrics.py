@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .uncertainty import Bootstrap, intervals
+
 STAGES = ("child", "adolescent", "adult")
 
 
@@ -109,11 +111,21 @@ def apply_bias_correction(pred: pd.DataFrame, column: str) -> tuple[pd.Series, d
     return corrected(pred[column], correction), correction
 
 
-def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | None = None) -> dict:
-    """Metrics per subset for the final ``pred`` and, for reference, ``pred_raw``."""
+def confidence(true, pred, male, thresholds, bootstrap: Bootstrap) -> dict:
+    """95 % bootstrap intervals of the figures of :func:`summarise` (``uncertainty.intervals``)."""
+    stage_ok = stage_of(true, thresholds) == stage_of(pred, thresholds)
+    return intervals(true, pred, male, stage_ok, bootstrap)
+
+
+def score(pred: pd.DataFrame, baseline_months: float, thresholds, extra: dict | None = None,
+          bootstrap: Bootstrap = Bootstrap()) -> dict:
+    """Metrics per subset for the final ``pred`` (with their 95 % intervals, ``ci95``) and, for
+    reference, ``pred_raw``."""
     out = {"baseline_train_mean_months": baseline_months, **(extra or {})}
     for subset, rows in pred.groupby("subset"):
         out[subset] = summarise(rows, thresholds, "pred")
+        out[subset]["ci95"] = confidence(rows["boneage"], rows["pred"], rows["male"].astype(float), thresholds,
+                                         bootstrap)
         out[subset]["baseline_mae"] = float(np.mean(np.abs(rows["boneage"] - baseline_months)))
         if "pred_raw" in rows:
             out[subset]["mae_raw"] = float(np.mean(np.abs(rows["pred_raw"] - rows["boneage"])))

@@ -20,12 +20,27 @@ table.t th{background:#f5f5f5}table.t td:first-child,table.t th:first-child{text
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 .headline{font-size:1.15em;background:#f3f8fc;border-left:4px solid #3182bd;padding:.6em 1em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}.note{color:#666;font-size:.85em}
+.ci{color:#777;font-size:.85em;white-space:nowrap}
 """
 
 
+def _number(v) -> str:
+    return "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+
+
 def _html_table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}",
-                      border=0, classes="t", na_rep="")
+    """A table; a figure with an interval column beside it (``X 95 % CI``) shows both in one cell. Text
+    cells are escaped here (they hold file names and ids from the data set), the markup is ours."""
+    df = df.copy()
+    for column in df.columns:
+        if df[column].dtype == object:
+            df[column] = df[column].map(lambda v: html.escape(v) if isinstance(v, str) else v)
+    df.columns = [html.escape(str(c)) for c in df.columns]
+    for column in [c for c in df.columns if f"{c} 95 % CI" in df.columns]:
+        df[column] = [f"{_number(v)}<br><span class='ci'>{ci}</span>" if ci else _number(v)
+                      for v, ci in zip(df[column], df.pop(f"{column} 95 % CI"))]
+        df = df.rename(columns={column: f"{column} [95 % CI]"})
+    return df.to_html(index=False, float_format=_number, border=0, classes="t", na_rep="", escape=False)
 
 
 def _figure(src: str, caption: str) -> str:
@@ -60,16 +75,45 @@ def caption(captions: dict[str, Path], name: str, variant: str = "") -> str:
     return text.replace("{{ snakemake.wildcards.variant }}", variant).replace("``", "")
 
 
-def _metrics_section(metrics, tables, best, base, facts, thresholds, captions) -> list[str]:
+def _names(names: list[str]) -> str:
+    return ", ".join(f"<b>{html.escape(n)}</b>" for n in names)
+
+
+def headline(metrics: dict, rank: dict, base: float) -> str:
+    """The report's first sentence: the best model only where its advantage over every other model
+    is outside the test images' sampling noise and the seeds' training noise; else who is tied."""
+    best = rank["best"]
     m = metrics[best]["test"]
+    ci = (m.get("ci95") or {}).get("mae")
+    figure = (f"MAE <b>{m['mae']:.2f} months</b>" + (f" (95 % CI {ci[0]:.2f} to {ci[1]:.2f})" if ci else "") +
+              f", RMSE {m['rmse']:.2f}, R² {m['r2']:.3f}, n = {m['n']}")
+    if rank["sampling"] or rank["training"]:
+        text = (f"Lowest test MAE: <b>{html.escape(best)}</b>, {figure}."
+                + (f" The test images cannot tell it apart from {_names(rank['sampling'])}." if rank["sampling"] else "")
+                + (f" Within the seeds' training noise of it: {_names(rank['training'])}." if rank["training"] else "")
+                + " No model is best on this evidence: treat these as tied.")
+    elif rank["unmeasured"]:
+        text = (f"Lowest test MAE: <b>{html.escape(best)}</b>, {figure}; ahead of every other model outside the test "
+                "images' sampling noise (paired bootstrap), but training noise is not measured for "
+                f"{_names(rank['unmeasured'])}: set <code>repeats: 3</code> before calling it best.")
+    elif len(metrics) > 1:
+        text = (f"Best on the held-out test split: <b>{html.escape(best)}</b>, {figure}; its advantage over every "
+                "other model is outside both the test images' sampling noise and the seeds' training noise.")
+    else:
+        text = f"Test split: <b>{html.escape(best)}</b>, {figure}."
+    return (f"<p class='headline'>{text} Always predicting the training mean gives MAE {base:.2f} months.</p>")
+
+
+def _metrics_section(metrics, tables, rank, base, facts, thresholds, captions) -> list[str]:
     return [
-        f"<p class='headline'>Best on the held-out test split: <b>{html.escape(best)}</b>, "
-        f"MAE <b>{m['mae']:.2f} months</b> (RMSE {m['rmse']:.2f}, R² {m['r2']:.3f}, n = {m['n']}); "
-        f"always predicting the training mean gives MAE {base:.2f} months.</p>",
+        headline(metrics, rank, base),
         "<p class='note'>Research use only; not a medical device. Data source: "
         f"{html.escape(str(facts['data source']))}.</p>",
         "<h2>Metrics on the test split</h2>", _html_table(tables["metrics_test"]),
-        "<p class='note'>Months. 'MAE without TTA/correction' is the plain prediction before test-time "
+        "<p class='note'>Months. Beside each figure its 95 % confidence interval: percentile bootstrap over the "
+        "images scored (boneage/uncertainty.py), the uncertainty that comes from which images happened to be in "
+        "the split; training noise (another seed, another CPU) comes on top, see the seeds table where "
+        "<code>repeats</code> is set. 'MAE without TTA/correction' is the plain prediction before test-time "
         "augmentation and the validation-fitted bias correction. The interval is split-conformal, fitted "
         "on the validation residuals: coverage is the share of test images whose reference age lies "
         "inside it (empty width: too few validation images for the level). Stage accuracy uses the thresholds "
@@ -88,6 +132,14 @@ def _metrics_section(metrics, tables, best, base, facts, thresholds, captions) -
             "predictions on the whole pool (its 'validation' rows above) and the mean of the fold models on "
             "the test split.</p>",
             _html_table(tables["folds"])]),
+        *_comparisons(tables["comparisons"]),
+        *([] if tables["seeds"].empty else [
+            "<h2>Training noise: seeds</h2>",
+            "<p class='note'>Each model trained again with other seeds (config <code>repeats</code>), as separate "
+            "jobs on the same split: the spread of their test MAE is the training noise, which the bootstrap "
+            "intervals do not contain. The seed ensemble (&lt;variant&gt;_seeds) averages the seeds' predictions; "
+            "it is a model of its own in the tables above, with a bundle.</p>",
+            _html_table(tables["seeds"])]),
         *(_figure(f"figures/{n}.png", caption(captions, n))
           for n in ("variant_comparison", "pred_vs_true", "bland_altman", "error_by_age")),
         "<h2>Per age bin and sex (test)</h2>", _html_table(tables["age_bins_test"]),
@@ -136,13 +188,32 @@ def _qc_section(tables, facts, config, pre, captions) -> list[str]:
     ]
 
 
-def page(metrics, tables, best, base, facts, config, pre, gradcams, thresholds, captions) -> str:
+def _comparisons(table: pd.DataFrame) -> list[str]:
+    """The paired comparisons (tables/comparisons.csv), and in words what the data cannot tell apart."""
+    if table.empty:
+        return []
+    parts = ["<h2>Paired comparisons</h2>",
+             "<p class='note'>Every two models scored on the same images: mae_diff = MAE of model_a minus MAE of "
+             "model_b (months; negative: model_a has the lower error), with the 95 % interval of a paired "
+             "bootstrap (the same images drawn for both). Where the interval holds 0 these images cannot tell "
+             "the two models apart.</p>"]
+    for subset, rows in table.groupby("subset", sort=False):
+        tied = rows[rows["verdict"] == "cannot tell apart"]
+        said = ("every difference is outside the sampling noise" if tied.empty else
+                "cannot tell apart: " + "; ".join(f"{html.escape(r.model_a)} and {html.escape(r.model_b)} "
+                                                  f"({r.mae_diff:+.2f}, CI {r.ci_low:+.2f} to {r.ci_high:+.2f})"
+                                                  for r in tied.itertuples()))
+        parts.append(f"<p><b>{html.escape(str(subset))}</b> ({int(rows['n'].max())} images at most): {said}.</p>")
+    return parts + [_html_table(table)]
+
+
+def page(metrics, tables, rank, base, facts, config, pre, gradcams, thresholds, captions) -> str:
     """The whole page; ``captions``: figure name -> its ``.rst`` caption file."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Bone age report</title>",
         f"<style>{PAGE_CSS}</style></head><body>",
         "<h1>Bone age assessment: evaluation report</h1>",
-        *_metrics_section(metrics, tables, best, base, facts, thresholds, captions),
+        *_metrics_section(metrics, tables, rank, base, facts, thresholds, captions),
         *_gradcam_section(tables, gradcams, captions),
         *_qc_section(tables, facts, config, pre, captions),
         "</body></html>",

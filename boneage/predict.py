@@ -41,10 +41,13 @@ from .ingest import parse_sex
 from .inference import resolve_device
 from .intervals import coverage
 from .layout import IMAGE_EXTENSIONS
-from .metrics import regression
+from .metrics import confidence, regression
+from .uncertainty import Bootstrap
 from .radiograph import Settings, run_images
 
 log = logging.getLogger("boneage.predict")
+
+STAGE_THRESHOLDS = (120.0, 216.0)  # config evaluate.stage_thresholds_months' default (months)
 
 COLUMNS = ["id", "source_file", "sex", "sex_from", "boneage_months", "boneage_years", "interval_low_months",
            "interval_high_months", "boneage_if_female_months", "boneage_if_male_months",
@@ -188,7 +191,8 @@ def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
 
 
 def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, device_name: str = "auto",
-        threads: int = 1, gradcam: bool = False) -> pd.DataFrame:
+        threads: int = 1, gradcam: bool = False, thresholds=STAGE_THRESHOLDS,
+        bootstrap: Bootstrap = Bootstrap()) -> pd.DataFrame:
     device = resolve_device(device_name)
     threads = usable_threads(threads)
     torch.set_num_threads(threads)
@@ -211,7 +215,7 @@ def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, de
     table = finish(table, bundle)
     write_table(table[COLUMNS], out_dir / "predictions.csv")
     write_table(table[COLUMNS], out_dir / "predictions.parquet")
-    write_json(out_dir / "summary.json", summarise(table, bundle))
+    write_json(out_dir / "summary.json", summarise(table, bundle, thresholds, bootstrap))
     if gradcam:
         log.info("Grad-CAM page: %s", gradcam_page(bundle, table, out_dir))
     return table
@@ -242,7 +246,8 @@ def finish(table: pd.DataFrame, bundle: Bundle) -> pd.DataFrame:
     return table
 
 
-def summarise(table: pd.DataFrame, bundle: Bundle) -> dict:
+def summarise(table: pd.DataFrame, bundle: Bundle, thresholds=STAGE_THRESHOLDS,
+              bootstrap: Bootstrap = Bootstrap()) -> dict:
     labelled = table.dropna(subset=["boneage_true", "boneage_months"])
     out = {"bundle": str(bundle.path), "variant": bundle.spec["variant"], "files": int(len(table)),
            "predicted": int((table["error"] == "").sum()), "failed": int((table["error"] != "").sum()),
@@ -250,7 +255,8 @@ def summarise(table: pd.DataFrame, bundle: Bundle) -> dict:
     if len(labelled):
         true, pred = labelled["boneage_true"].to_numpy(), labelled["boneage_months"].to_numpy()
         out["labelled"] = {**regression(true, pred),
-                           "interval_coverage": coverage(true, pred, bundle.halfwidth)["coverage"]}
+                           "interval_coverage": coverage(true, pred, bundle.halfwidth)["coverage"],
+                           "ci95": confidence(true, pred, labelled["male"].astype(float), thresholds, bootstrap)}
     return out
 
 
@@ -264,6 +270,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--gradcam", action="store_true",
                         help="also a signed Grad-CAM overlay per image and index.html listing them all")
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, default=STAGE_THRESHOLDS,
+                        metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months, for the stage accuracy "
+                        "where the csv gives boneage (default %(default)s)")
+    Bootstrap.add_arguments(parser)
     parser.add_argument("--keep-going", action="store_true",
                         help="exit 0 when some files failed (their rows hold the error); the Snakemake rule")
     args = parser.parse_args(argv)
@@ -274,7 +284,8 @@ def main(argv=None) -> None:
         sys.exit(101)
     try:
         table = run(args.inputs, Path(args.csv) if args.csv else None, Path(args.bundle), Path(args.out_dir),
-                    args.device, args.threads, args.gradcam)
+                    args.device, args.threads, args.gradcam, tuple(args.stage_thresholds),
+                    Bootstrap.from_args(args))
     except (BundleError, ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(101)

@@ -22,7 +22,9 @@ from .metrics import by_age_bin
 from .page import GRADCAM_KINDS, gradcam_suffix, page
 from .plots import FIGURES
 from .provenance import git_commit, package_versions
-from .tables import external_table, folds_table, gradcam_table, markdown, metrics_table, stage_table, stage_times
+from .tables import (ci_text, comparisons_table, external_table, folds_table, gradcam_table, markdown, metrics_table,
+                     ranking, seeds_table, stage_table, stage_times)
+from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.report")
 
@@ -30,10 +32,12 @@ log = logging.getLogger("boneage.report")
 @dataclass
 class Inputs:
     """Every file the report reads. ``variants``: name -> (metrics.json, predictions.parquet,
-    history.csv, train_summary.json); ``ensemble``: (metrics.json, predictions.parquet); ``folds``:
-    a variant's fold ensemble, ``<variant>_folds`` -> (metrics.json, predictions.parquet);
+    history.csv, train_summary.json); ``ensemble``: (metrics.json, predictions.parquet); ``combined``:
+    a variant's fold or seed ensemble, ``<variant>_folds|_seeds`` -> (metrics.json, predictions.parquet);
     ``gradcams``: name -> (summary .json, panel, sanity, population .png); ``captions``: figure name
-    -> its .rst; ``external``: each bundle's summary.json on the external test set."""
+    -> its .rst; ``external``: each bundle's summary.json on the external test set,
+    ``external_predictions``: bundle name -> its predictions.csv there, ``external_labels``: the
+    external set's label csv (for the paired comparisons)."""
 
     variants: dict[str, tuple[Path, Path, Path, Path]]
     gradcams: dict[str, tuple[Path, Path, Path, Path]]
@@ -45,9 +49,12 @@ class Inputs:
     dataset: Path
     captions: dict[str, Path]
     ensemble: tuple[Path, Path] | None = None
-    folds: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    combined: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     benchmarks: list[Path] = field(default_factory=list)
     external: list[Path] = field(default_factory=list)
+    external_predictions: dict[str, Path] = field(default_factory=dict)
+    external_labels: Path | None = None
+    bootstrap: Bootstrap = Bootstrap()
 
 
 def _load(inputs: Inputs):
@@ -57,7 +64,7 @@ def _load(inputs: Inputs):
         preds[name] = pd.read_parquet(predictions)
         histories[name] = pd.read_csv(history)
         summaries[name] = read_json(summary)
-    combined = {**inputs.folds, **({"ensemble": inputs.ensemble} if inputs.ensemble else {})}
+    combined = {**inputs.combined, **({"ensemble": inputs.ensemble} if inputs.ensemble else {})}
     for name, (metrics_json, predictions) in combined.items():
         metrics[name] = read_json(metrics_json)
         preds[name] = pd.read_parquet(predictions)
@@ -83,8 +90,25 @@ def _figures(inputs: Inputs, figure_paths: list[Path], data: dict) -> None:
     shutil.copyfile(inputs.contact_sheet, folder / "contact_sheet.png")
 
 
+def _errors(inputs: Inputs, preds: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Series]]:
+    """Absolute errors per subset (val, test, external) and model, indexed by image id."""
+    out: dict[str, dict[str, pd.Series]] = {}
+    for name, p in preds.items():
+        for subset, rows in p.groupby("subset"):
+            out.setdefault(subset, {})[name] = (rows["pred"] - rows["boneage"]).abs().set_axis(rows["id"].astype(str))
+    if inputs.external_labels is not None:
+        labels = pd.read_csv(inputs.external_labels, dtype={"id": str}, usecols=["id", "boneage"])
+        for name, path in inputs.external_predictions.items():
+            p = pd.read_csv(path, dtype={"id": str}, usecols=["id", "boneage_months"]).merge(labels, on="id")
+            p = p.dropna(subset=["boneage_months", "boneage"]).drop_duplicates("id")
+            out.setdefault("external", {})[name] = (p["boneage_months"] - p["boneage"]).abs().set_axis(p["id"])
+    return out
+
+
 def _tables(inputs: Inputs, metrics, preds, summaries, cams, bin_months) -> dict[str, pd.DataFrame]:
     return {
+        "comparisons": comparisons_table(_errors(inputs, preds), inputs.bootstrap),
+        "seeds": seeds_table(metrics),
         "metrics_test": metrics_table(metrics, "test"),
         "metrics_val": metrics_table(metrics, "val"),
         "stages_test": stage_table(metrics),
@@ -92,8 +116,8 @@ def _tables(inputs: Inputs, metrics, preds, summaries, cams, bin_months) -> dict
                                     for n, p in preds.items()], ignore_index=True)[
             ["model", "age_bin", "sex", "n", "mae", "bias"]],
         "training": pd.DataFrame([{
-            "model": n, "epochs": s["epochs_run"], "best epoch": s["best_epoch"],
-            "best val MAE": s["best_val_mae"], "train images": s["train_images"], "device": s["device_name"],
+            "model": n, "epochs": s["epochs_run"], "kept epoch": s["best_epoch"],
+            "its val MAE": s["best_val_mae"], "train images": s["train_images"], "device": s["device_name"],
             "training time (s)": s["train_s_total"], "images/s (median)": s["images_per_s_median"],
         } for n, s in summaries.items()]),
         "crop_methods": pd.read_csv(inputs.crop_methods),
@@ -108,9 +132,15 @@ def _tables(inputs: Inputs, metrics, preds, summaries, cams, bin_months) -> dict
 
 def _summary(metrics, tables, best, base, pre, inputs: Inputs, page_path: Path) -> list[str]:
     """The lines of ``summary.txt`` (also printed at the end of a run)."""
-    lines = [f"Test MAE (months) on {metrics[best]['test']['n']} held-out images; always predicting the "
-             f"training mean: {base:.2f}"]
-    lines += [f"  {name:<28} {m['test']['mae']:6.2f}" for name, m in metrics.items()]
+    lines = [f"Test MAE (months) on {metrics[best]['test']['n']} held-out images, with its 95 % bootstrap "
+             f"interval; always predicting the training mean: {base:.2f}"]
+    lines += [f"  {name:<28} {m['test']['mae']:6.2f} {ci_text(m['test'].get('ci95'), 'mae')}"
+              for name, m in metrics.items()]
+    apart = tables["comparisons"]
+    apart = apart[(apart["subset"] == "test") & (apart["verdict"] == "cannot tell apart")]
+    if len(apart):
+        lines.append("Test MAE differences the test images cannot tell from chance (paired bootstrap; "
+                     "tables/comparisons.csv): " + ", ".join(f"{r.model_a} vs {r.model_b}" for r in apart.itertuples()))
     times = tables["stage_times"]
     if len(times):
         lines.append(f"Time per job (s; results/benchmarks/), {times['seconds'].sum():.0f} s in all before this report:")
@@ -144,14 +174,15 @@ def run(inputs: Inputs, html_path: Path, summary_path: Path, figure_paths: list[
         write_table(df, tables_dir / f"{name}.csv")
         (tables_dir / f"{name}.md").write_text(markdown(df))
     dataset, pre = read_json(inputs.dataset), read_json(inputs.preprocess_summary)
-    best = min(metrics, key=lambda n: metrics[n]["test"]["mae"])
+    rank = ranking(metrics, tables["comparisons"])
+    best = rank["best"]
     base = metrics[best]["test"]["baseline_mae"]
     facts = {
         "data source": dataset["source"], "label file sha256": dataset["labels_sha256"],
         "image listing sha256": dataset["image_listing_sha256"], "git commit": git_commit(),
         **{f"version {k}": v for k, v in package_versions().items()},
     }
-    html_path.write_text(page(metrics, tables, best, base, facts, config, pre, cams, thresholds, inputs.captions))
+    html_path.write_text(page(metrics, tables, rank, base, facts, config, pre, cams, thresholds, inputs.captions))
     summary_path.write_text("\n".join(_summary(metrics, tables, best, base, pre, inputs, html_path)) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", html_path, metrics[best]["test"]["mae"], best)
 
@@ -161,8 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", nargs=5, action="append", required=True,
                         metavar=("NAME", "METRICS", "PREDICTIONS", "HISTORY", "TRAIN_SUMMARY"))
     parser.add_argument("--ensemble", nargs=2, default=None, metavar=("METRICS", "PREDICTIONS"))
-    parser.add_argument("--folds", nargs=3, action="append", default=[], metavar=("NAME", "METRICS", "PREDICTIONS"),
-                        help="a variant's fold ensemble (stage crossval), repeatable")
+    parser.add_argument("--combined", nargs=3, action="append", default=[],
+                        metavar=("NAME", "METRICS", "PREDICTIONS"),
+                        help="a variant's fold or seed ensemble (stages crossval, seeds), repeatable")
     parser.add_argument("--gradcam", nargs=5, action="append", default=[],
                         metavar=("NAME", "SUMMARY_JSON", "PANEL", "SANITY", "POPULATION"))
     for name in ("preprocess-summary", "crop-methods", "rejects", "contact-sheet", "split-summary", "dataset"):
@@ -171,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--captions", nargs="+", required=True, help="workflow/report/<figure>.rst files")
     parser.add_argument("--external", action="append", default=[], metavar="SUMMARY_JSON",
                         help="a bundle's summary.json on the external test set (repeatable)")
+    parser.add_argument("--external-predictions", nargs=2, action="append", default=[], metavar=("NAME", "CSV"),
+                        help="a bundle's predictions.csv on the external test set (repeatable)")
+    parser.add_argument("--external-labels", default=None, help="the external test set's label csv")
+    Bootstrap.add_arguments(parser)
     parser.add_argument("--config-json", default="{}", help="the run's configuration, shown in the report")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
     parser.add_argument("--age-bin-months", type=float, required=True)
@@ -190,8 +226,11 @@ def main(argv=None) -> None:
         rejects=Path(args.rejects), contact_sheet=Path(args.contact_sheet), split_summary=Path(args.split_summary),
         dataset=Path(args.dataset), captions={Path(c).stem: Path(c) for c in args.captions},
         ensemble=tuple(map(Path, args.ensemble)) if args.ensemble else None,
-        folds={f[0]: (Path(f[1]), Path(f[2])) for f in args.folds},
-        benchmarks=[Path(b) for b in args.benchmarks], external=[Path(p) for p in args.external])
+        combined={f[0]: (Path(f[1]), Path(f[2])) for f in args.combined},
+        benchmarks=[Path(b) for b in args.benchmarks], external=[Path(p) for p in args.external],
+        external_predictions={n: Path(p) for n, p in args.external_predictions},
+        external_labels=Path(args.external_labels) if args.external_labels else None,
+        bootstrap=Bootstrap.from_args(args))
     run(inputs, Path(args.html), Path(args.summary), [Path(f) for f in args.figures], json.loads(args.config_json),
         tuple(args.stage_thresholds), args.age_bin_months)
 

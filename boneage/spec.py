@@ -15,6 +15,7 @@ from pathlib import Path
 from .data import Augment
 
 LOSSES = ("l1", "mse", "huber")
+SELECT_EPOCHS = ("best", "last")
 OPTIMIZERS = ("adam", "adamw")
 
 
@@ -42,6 +43,8 @@ class TrainSpec:
     freeze_blocks: int = 0  # the stem and the first N backbone blocks get no gradients
     augment: dict = field(default_factory=dict)
     ema_decay: float = 0.0
+    bn_recalibrate: bool = False  # BatchNorm statistics recomputed on the un-augmented training set each epoch
+    select_epoch: str = "best"  # the weights kept: best (lowest validation MAE) or last epoch
     grad_clip: float = 0.0
     compile: bool = False
     seed: int = 42
@@ -57,6 +60,10 @@ class TrainSpec:
             raise ValueError(f"loss {spec.loss!r}: use one of {', '.join(LOSSES)}")
         if spec.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {spec.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if spec.select_epoch not in SELECT_EPOCHS:
+            raise ValueError(f"select_epoch {spec.select_epoch!r}: use one of {', '.join(SELECT_EPOCHS)}")
+        if spec.select_epoch == "last" and spec.patience:
+            raise ValueError("select_epoch last keeps the final epoch: early stopping (patience) does not go with it")
         Augment.from_dict(spec.augment)
         if (spec.low_res_size > 0) != (spec.low_res_epochs > 0):
             raise ValueError("low_res_size and low_res_epochs go together: set both, or both to 0")

@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import SEEDS_SUFFIX
 from .metrics import STAGES
+from .uncertainty import Bootstrap, paired_difference, verdict
+
+CI_FIGURES = {"MAE": "mae", "RMSE": "rmse", "R2": "r2", "MAE male": "mae_male", "MAE female": "mae_female",
+              "stage accuracy": "stage_accuracy"}  # report column -> key of a subset's ci95
 
 
 def external_table(summaries: list[dict], metrics: dict[str, dict]) -> pd.DataFrame:
@@ -17,11 +22,12 @@ def external_table(summaries: list[dict], metrics: dict[str, dict]) -> pd.DataFr
     for s in summaries:
         got = s.get("labelled", {})
         rows.append({"model": s["variant"], "files": s["files"], "failed": s["failed"], "n scored": got.get("n", 0),
-                     "MAE": got.get("mae"), "RMSE": got.get("rmse"), "R2": got.get("r2"),
+                     **_with_ci({"MAE": got.get("mae"), "RMSE": got.get("rmse"), "R2": got.get("r2")},
+                                got.get("ci95")),
                      "interval coverage": got.get("interval_coverage"),
                      "internal test MAE": metrics.get(s["variant"], {}).get("test", {}).get("mae")})
-    return pd.DataFrame(rows, columns=["model", "files", "failed", "n scored", "MAE", "RMSE", "R2",
-                                       "interval coverage", "internal test MAE"])
+    return pd.DataFrame(rows, columns=["model", "files", "failed", "n scored", "MAE", "MAE 95 % CI", "RMSE",
+                                       "RMSE 95 % CI", "R2", "R2 95 % CI", "interval coverage", "internal test MAE"])
 
 
 
@@ -43,19 +49,85 @@ def gradcam_table(cams: dict[str, dict]) -> pd.DataFrame:
 
 
 
+def ci_text(ci: dict | None, key: str) -> str:
+    """A 95 % interval as text, ``[low, high]``, with the digits the report gives its figure."""
+    got = (ci or {}).get(key)
+    if not got:
+        return ""
+    digits = 3 if max(abs(v) for v in got) < 10 else 2
+    return f"[{got[0]:.{digits}f}, {got[1]:.{digits}f}]"
+
+
+def _with_ci(figures: dict, ci: dict | None) -> dict:
+    """``figures`` with each figure's 95 % interval in a column beside it."""
+    out = {}
+    for column, value in figures.items():
+        out[column] = value
+        if column in CI_FIGURES:
+            out[f"{column} 95 % CI"] = ci_text(ci, CI_FIGURES[column])
+    return out
+
+
 def metrics_table(metrics: dict[str, dict], subset: str) -> pd.DataFrame:
     rows = []
     for name, m in metrics.items():
         s = m[subset]
-        rows.append({
-            "model": name, "n": s["n"], "MAE": s["mae"], "RMSE": s["rmse"], "R2": s["r2"],
-            "median AE": s["median_ae"], "bias": s["bias"], "MAE male": s["mae_male"],
-            "MAE female": s["mae_female"], "within 6 mo": s["within_6"], "within 12 mo": s["within_12"],
-            "stage accuracy": s["stage"]["accuracy"], "MAE without TTA/correction": s.get("mae_raw"),
-            "baseline MAE (train mean)": s["baseline_mae"],
+        rows.append({"model": name, "n": s["n"], **_with_ci({
+            "MAE": s["mae"], "RMSE": s["rmse"], "R2": s["r2"], "median AE": s["median_ae"], "bias": s["bias"],
+            "MAE male": s["mae_male"], "MAE female": s["mae_female"], "within 6 mo": s["within_6"],
+            "within 12 mo": s["within_12"], "stage accuracy": s["stage"]["accuracy"]}, s.get("ci95")),
+            "MAE without TTA/correction": s.get("mae_raw"), "baseline MAE (train mean)": s["baseline_mae"],
             **_interval_columns(m.get("interval"), subset),
         })
     return pd.DataFrame(rows)
+
+
+def seeds_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Training noise: each seed model of a variant (config repeats), the mean and SD across the
+    seeds, and the seed ensemble (its test MAE with the 95 % interval). Formatted text."""
+    rows = []
+    for name, m in metrics.items():
+        if "seeds" not in m:
+            continue
+        for r in m["seeds"]:
+            rows.append({"model": name, "seed": str(r["seed"]), "val MAE": f"{r['val_mae']:.2f}",
+                         "test MAE": f"{r['test_mae']:.2f}", "test RMSE": f"{r['test_rmse']:.2f}",
+                         "test R2": f"{r['test_r2']:.3f}"})
+        sp = m["seed_spread"]
+        rows.append({"model": name, "seed": f"mean ± SD of {sp['n_seeds']} seeds", "val MAE": _mean_sd(sp, "val_mae"),
+                     "test MAE": _mean_sd(sp, "test_mae"), "test RMSE": _mean_sd(sp, "test_rmse"),
+                     "test R2": _mean_sd(sp, "test_r2", 3)})
+        rows.append({"model": name, "seed": "seed ensemble (mean of the seeds' predictions)",
+                     "val MAE": f"{m['val']['mae']:.2f}",
+                     "test MAE": f"{m['test']['mae']:.2f} {ci_text(m['test'].get('ci95'), 'mae')}",
+                     "test RMSE": f"{m['test']['rmse']:.2f}", "test R2": f"{m['test']['r2']:.3f}"})
+    return pd.DataFrame(rows, columns=["model", "seed", "val MAE", "test MAE", "test RMSE", "test R2"])
+
+
+def _mean_sd(spread: dict, key: str, digits: int = 2) -> str:
+    mean, sd = spread[f"{key}_mean"], spread[f"{key}_sd"]
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"
+
+
+def comparisons_table(errors: dict[str, dict[str, pd.Series]], bootstrap: Bootstrap) -> pd.DataFrame:
+    """Every two models scored on the same images, per subset: the difference of their MAE (a - b)
+    with its 95 % paired-bootstrap interval, and in words whether these images can tell them apart.
+    ``errors``: subset -> model -> absolute errors indexed by image id."""
+    rows = []
+    for subset, by_model in errors.items():
+        names = list(by_model)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                ids = by_model[a].index.intersection(by_model[b].index).sort_values()
+                if not len(ids):
+                    continue
+                ea, eb = by_model[a].loc[ids].to_numpy(float), by_model[b].loc[ids].to_numpy(float)
+                diff, low, high = paired_difference(ea, eb, bootstrap)
+                rows.append({"subset": subset, "model_a": a, "model_b": b, "n": len(ids), "mae_a": ea.mean(),
+                             "mae_b": eb.mean(), "mae_diff": diff, "ci_low": low, "ci_high": high,
+                             "verdict": verdict(a, b, low, high)})
+    return pd.DataFrame(rows, columns=["subset", "model_a", "model_b", "n", "mae_a", "mae_b", "mae_diff", "ci_low",
+                                       "ci_high", "verdict"])
 
 
 
@@ -123,3 +195,40 @@ def stage_times(benchmarks: list[Path]) -> pd.DataFrame:
         rows.append({"stage": "/".join(parts[top + 1:]), "seconds": float(b["s"].iloc[-1]),
                      "max RSS (MB)": float(b["max_rss"].iloc[-1]) if "max_rss" in b else np.nan})
     return pd.DataFrame(rows, columns=["stage", "seconds", "max RSS (MB)"])
+
+
+Z95 = 1.959964  # two-sided 95 % quantile of the normal distribution
+
+
+def training_sd(metrics: dict[str, dict], name: str) -> float | None:
+    """SD of a model's test MAE across seeds (config repeats), where measured: a variant's from its
+    seed ensemble's spread; for the seed ensemble itself that SD / sqrt(seeds), the SD of a mean."""
+    own = metrics[name].get("seed_spread")
+    if own and own["test_mae_sd"] is not None:
+        return own["test_mae_sd"] / np.sqrt(own["n_seeds"])
+    spread = metrics.get(f"{name}{SEEDS_SUFFIX}", {}).get("seed_spread")
+    return spread["test_mae_sd"] if spread else None
+
+
+def ranking(metrics: dict[str, dict], comparisons: pd.DataFrame) -> dict:
+    """The model with the lowest test MAE and those it cannot be told apart from: by the images
+    (``sampling``: the paired 95 % interval of the difference holds 0) or by training noise
+    (``training``: the difference is within 1.96 x sqrt(SD_a^2 + SD_b^2) of the seeds' test MAE);
+    ``unmeasured``: models separated from it by the images, but whose training noise is not known."""
+    best = min(metrics, key=lambda n: metrics[n]["test"]["mae"])
+    test = comparisons[comparisons["subset"] == "test"]
+    out = {"best": best, "sampling": [], "training": [], "unmeasured": []}
+    for name in metrics:
+        pair = test[((test["model_a"] == best) & (test["model_b"] == name)) |
+                    ((test["model_a"] == name) & (test["model_b"] == best))]
+        if name == best or pair.empty:
+            continue
+        row = pair.iloc[0]
+        sds = training_sd(metrics, best), training_sd(metrics, name)
+        if row["ci_low"] <= 0 <= row["ci_high"]:
+            out["sampling"].append(name)
+        elif None in sds:
+            out["unmeasured"].append(name)
+        elif abs(row["mae_diff"]) <= Z95 * np.hypot(*sds):
+            out["training"].append(name)
+    return out

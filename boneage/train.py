@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,12 +87,15 @@ def main(argv=None) -> None:
     parser.add_argument("--index", required=True, help="index.parquet from preprocess")
     parser.add_argument("--split", required=True, help="split.csv from split")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="train with the plan's seed + this (a seed model of config repeats)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
     try:
         spec = TrainSpec.read(args.spec)
+        spec = replace(spec, seed=spec.seed + args.seed_offset)
         run(args.variant, spec, Path(args.index), Path(args.split), Path(args.out_dir), args.device, args.threads)
     except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as exc:
         log.error("%s", exc)

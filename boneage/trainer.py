@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .batches import Batches, Data
 from .checkpoint import Checkpoints
-from .data import Augment, augment
+from .data import Augment, augment, resize
 from .files import progress
 from .inference import autocast, channels_last, predict, save_model, use_bf16
 from .models import build_model
@@ -51,6 +51,36 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, data: Data, input_size: int, batch_size: int, device: torch.device,
+                   bf16: bool) -> None:
+    """BatchNorm statistics recomputed on the un-augmented training images ("precise BN").
+
+    The running statistics that training leaves behind average the last few dozen augmented batches
+    with momentum 0.1; on a small training set they lag and jitter, and the evaluated model moves by
+    months from one epoch to the next while the weights hardly change. Here they are reset and
+    averaged over one pass of the training images as evaluation sees them (no augmentation, at
+    ``input_size``, in the training batches' size); the weights are not touched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    was_training = model.training
+    model.train()
+    n = data.images.shape[0]
+    for start in range(0, max(1, n // batch_size) * batch_size, batch_size):  # whole batches, as in training
+        xb = data.images[start:start + batch_size].to(device, non_blocking=True)
+        with autocast(device, bf16):
+            model(channels_last(resize(xb, input_size)), data.male[start:start + batch_size].to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 class EMA:
@@ -192,6 +222,9 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_s = time.perf_counter() - t0
+            if spec.bn_recalibrate:
+                recalibrate_bn(ema.module if ema is not None else model, train, spec.input_size, bs, self.device,
+                               self.bf16)
             val_mae = self._validate(model, ema, val)
             row = {"epoch": epoch + 1, "input_px": spec.epoch_input_size(epoch),
                    "train_loss": float(loss_sum) / steps_per_epoch,
@@ -200,17 +233,18 @@ class Trainer:
                    "epoch_s": time.perf_counter() - t0}
             history.append(row)
             improved = val_mae < best["val_mae"]
-            if improved:
+            kept = improved or spec.select_epoch == "last"  # "best" (below) is the epoch the model keeps
+            if kept:
                 best = {"val_mae": val_mae, "epoch": epoch + 1}
             patience_left = spec.patience if improved else patience_left - 1
             done = epoch + 1 == spec.epochs or (spec.patience > 0 and patience_left <= 0)
             state = self.checkpoints.state(epoch + 1, model, ema, opt, gen, best, history,
                                            (self.target_mean, self.target_std), complete=done)
-            if improved:
+            if kept:
                 self.checkpoints.save(state, "best.pt")
             self.checkpoints.save(state, "last.pt")
             self.epoch_wall_s.append(time.perf_counter() - t0)  # training, validation and checkpoints
-            self._report(bar, row, best, improved)
+            self._report(bar, row, best, kept)
             if done and epoch + 1 < spec.epochs:
                 log.info("early stop: no improvement for %d epochs", spec.patience)
                 break

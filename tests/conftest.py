@@ -102,10 +102,10 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800
     return proc
 
 
-def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
-    """Rule names of the jobs a dry run would execute (from its job-stats table)."""
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule name -> number of jobs a dry run would execute (from its job-stats table)."""
     text = proc.stdout + proc.stderr
-    rules, in_table = set(), False
+    jobs, in_table = {}, False
     for line in text.splitlines():
         if line.startswith("job ") and "count" in line:
             in_table = True
@@ -116,5 +116,10 @@ def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
                 continue
             if parts[0] == "total":
                 break
-            rules.add(parts[0])
-    return rules
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
+    """Rule names of the jobs a dry run would execute."""
+    return set(planned_jobs(proc))

@@ -12,7 +12,7 @@ import pytest
 
 from boneage.split import SplitError, check_folds, fold_split, stratified_folds, stratified_split
 
-from .conftest import REPO, SAME_MONTHS, planned_rules, snakemake
+from .conftest import REPO, SAME_MONTHS, planned_jobs, planned_rules, snakemake
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 
@@ -57,7 +57,8 @@ def test_a_hand_edited_fold_table_is_checked(edit, message):
 def folds_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("folds")
     overlay = workdir / "folds.yaml"
-    overlay.write_text("variants: [resnet18]\nsplit:\n  folds: 3\nensemble:\n  variants: [resnet18, resnet18_folds]\n")
+    overlay.write_text("variants: [resnet18]\nrepeats: 2\nsplit:\n  folds: 3\n"
+                       "ensemble:\n  variants: [resnet18, resnet18_folds]\n")
     args = ("--configfile", SMOKE, str(overlay))
     snakemake(workdir, "all", "--cores", "2", *args)
     return workdir, args
@@ -90,16 +91,40 @@ def test_three_folds_give_three_fold_models_out_of_fold_metrics_and_a_fold_ensem
     assert abs(sum(m["weight"] for m in members) - 1) < 1e-9
 
 
-def test_the_fold_ensemble_bundle_predicts_what_cross_validation_predicted(folds_run, tmp_path):
+def test_repeats_train_seed_models_as_jobs_with_their_spread_and_a_seed_ensemble(folds_run):
+    workdir, _ = folds_run
+    r = workdir / "results"
+    seeds = [json.loads((r / "models" / m / "train_summary.json").read_text())["spec"]["seed"]
+             for m in ("resnet18", "resnet18/seed1")]
+    assert seeds == [42, 43]  # the variant is seed 0; seed1 trains with the variant's seed + 1
+    assert (r / "logs" / "train" / "resnet18" / "seed1.log").stat().st_size > 0  # a job of its own
+    assert (r / "benchmarks" / "evaluate" / "resnet18" / "seed1.tsv").is_file()
+    members = [r / "evaluate" / m for m in ("resnet18", "resnet18/seed1")]
+    maes = [json.loads((p / "metrics.json").read_text())["test"]["mae"] for p in members]
+    metrics = json.loads((r / "evaluate" / "resnet18_seeds" / "metrics.json").read_text())
+    assert [s["seed"] for s in metrics["seeds"]] == [42, 43] and [s["test_mae"] for s in metrics["seeds"]] == maes
+    assert metrics["seed_spread"]["test_mae_mean"] == pytest.approx(np.mean(maes))
+    assert metrics["seed_spread"]["test_mae_sd"] == pytest.approx(np.std(maes, ddof=1))
+    pred = pd.read_parquet(r / "evaluate" / "resnet18_seeds" / "predictions.parquet").set_index(["subset", "id"])
+    mean = sum(pd.read_parquet(p / "predictions.parquet").set_index(["subset", "id"])["pred"] for p in members) / 2
+    assert np.allclose(pred["pred"], mean.loc[pred.index])  # the seed ensemble: the seeds' mean, val and test
+    assert metrics["test"]["ci95"]["mae"][0] <= metrics["test"]["mae"] <= metrics["test"]["ci95"]["mae"][1]
+    table = pd.read_csv(r / "report" / "tables" / "seeds.csv", dtype=str)
+    assert list(table["seed"])[:2] == ["42", "43"] and len(table) == 4
+    assert "Training noise: seeds" in (r / "report" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("name", ["resnet18_folds", "resnet18_seeds"])
+def test_a_fold_or_seed_ensemble_bundle_predicts_what_its_stage_predicted(folds_run, tmp_path, name):
     from boneage.predict import run as predict
 
     workdir, _ = folds_run
     r = workdir / "results"
     labels = pd.read_csv(r / "data" / "demo" / "boneage-training-dataset.csv", dtype={"id": str})
     labels[["id", "male"]].to_csv(tmp_path / "sex.csv", index=False)
-    evaluated = pd.read_parquet(r / "evaluate" / "resnet18_folds" / "predictions.parquet").query("subset == 'test'")
+    evaluated = pd.read_parquet(r / "evaluate" / name / "predictions.parquet").query("subset == 'test'")
     bundle = tmp_path / "elsewhere"
-    shutil.copytree(r / "bundles" / "resnet18_folds", bundle)
+    shutil.copytree(r / "bundles" / name, bundle)
     images = [str(r / "data" / "demo" / "boneage-training-dataset" / f"{i}.png") for i in evaluated["id"]]
     both = predict(images, tmp_path / "sex.csv", bundle, tmp_path / "out").merge(evaluated, on="id")
     assert len(both) == len(evaluated) > 0 and (both["boneage_months"] - both["pred"]).abs().max() < SAME_MONTHS
@@ -114,3 +139,7 @@ def test_after_a_fold_run_nothing_is_left_and_changing_the_folds_reruns_split_on
     rules = planned_rules(snakemake(workdir, "all", "-n", *args, str(overlay)))
     assert {"split", "train_variant", "evaluate_variant", "crossval", "ensemble", "report"} <= rules
     assert not rules & {"download", "preprocess"}
+    overlay.write_text("repeats: 3\n")  # one more seed: its train and evaluate jobs, then the seed stage on
+    jobs = planned_jobs(snakemake(workdir, "all", "-n", *args, str(overlay)))
+    assert jobs["train_variant"] == jobs["evaluate_variant"] == 1 and jobs["seeds"] == 1
+    assert not set(jobs) & {"split", "crossval", "gradcam"}

@@ -36,6 +36,12 @@ def test_all_outputs_are_there(run_dir):
     for variant in ("resnet18", "efficientnet_lite0_sex"):
         metrics = json.loads((r / "evaluate" / variant / "metrics.json").read_text())
         assert {"mae", "rmse", "r2", "mae_male", "mae_female", "stage"} <= set(metrics["test"])
+        for subset in ("val", "test"):  # 95 % bootstrap intervals that hold their figures
+            s, ci = metrics[subset], metrics[subset]["ci95"]
+            assert ci["resamples"] == 2000 and ci["n"] == s["n"]
+            for key in ("mae", "rmse", "r2", "mae_male", "mae_female"):
+                assert ci[key][0] <= s[key] <= ci[key][1], (variant, subset, key)
+            assert ci["stage_accuracy"][0] <= s["stage"]["accuracy"] <= ci["stage_accuracy"][1]
         card = json.loads((r / "models" / variant / "model_card.json").read_text())
         assert card["variant"] == variant and card["output"]["boneage"] == "months"
         assert card["data"]["split_sha256"] and card["data"]["labels_sha256"] == dataset["labels_sha256"]
@@ -54,10 +60,15 @@ def test_report_names_only_files_that_exist(run_dir):
     for src in images:
         assert (report / src).is_file(), src
     for table in ("metrics_test", "metrics_val", "stages_test", "age_bins_test", "training", "crop_methods",
-                  "rejects", "split", "stage_times"):
+                  "rejects", "split", "stage_times", "comparisons"):
         assert (report / "tables" / f"{table}.csv").is_file() and (report / "tables" / f"{table}.md").is_file()
-    assert "MAE" in page and "training mean" in page
+    assert "MAE" in page and "training mean" in page and "MAE [95 % CI]" in page and "Paired comparisons" in page
+    pairs = pd.read_csv(report / "tables" / "comparisons.csv")  # 3 models, 2 subsets: 3 pairs each
+    assert list(pairs.columns[:9]) == ["subset", "model_a", "model_b", "n", "mae_a", "mae_b", "mae_diff", "ci_low",
+                                       "ci_high"] and len(pairs) == 6
+    assert (pairs["ci_low"] <= pairs["mae_diff"]).all() and (pairs["mae_diff"] <= pairs["ci_high"]).all()
     summary = (report / "summary.txt").read_text()  # printed at the end of every successful run
+    assert re.search(r"resnet18 +[0-9.]+ \[[0-9.]+, [0-9.]+\]", summary)  # test MAE with its interval
     assert "Rejected: 0 rows, each with its reason in results/preprocess/rejects.csv" in summary
     assert "train/resnet18 " in summary and "preprocess/preprocess " in summary  # seconds per job
 

@@ -63,6 +63,16 @@ def test_preprocessing_defaults_in_code_equal_the_schema():
     assert download.KAGGLE_DATASET == SCHEMA["properties"]["kaggle"]["properties"]["dataset"]["default"]
 
 
+def test_evaluation_defaults_in_code_equal_the_schema():
+    from boneage.predict import STAGE_THRESHOLDS
+    from boneage.uncertainty import Bootstrap
+
+    evaluate = SCHEMA["properties"]["evaluate"]["properties"]
+    assert Bootstrap.resamples == evaluate["bootstrap_resamples"]["default"]
+    assert Bootstrap.seed == evaluate["bootstrap_seed"]["default"]
+    assert list(STAGE_THRESHOLDS) == evaluate["stage_thresholds_months"]["default"]
+
+
 def test_choice_lists_in_code_equal_the_schema():
     pre = SCHEMA["properties"]["preprocess"]["properties"]
     train = _props("train_settings")
@@ -71,6 +81,7 @@ def test_choice_lists_in_code_equal_the_schema():
     assert list(models.ARCHS) == _props("model")["arch"]["enum"]
     assert list(spec.LOSSES) == train["loss"]["enum"]
     assert list(spec.OPTIMIZERS) == train["optimizer"]["enum"]
+    assert list(spec.SELECT_EPOCHS) == train["select_epoch"]["enum"]
     assert list(ensemble.WEIGHTINGS) == SCHEMA["properties"]["ensemble"]["properties"]["weighting"]["enum"]
 
 

@@ -272,3 +272,41 @@ def test_predictions_do_not_depend_on_the_inference_batch_size():
         whole = predict(model, images, male, 48, 120.0, 40.0, cpu, batch_size=128, tta=tta)
         assert default.shape == (37,)
         np.testing.assert_allclose(default, whole, rtol=0, atol=1e-4)
+
+
+def test_recalibrated_batchnorm_holds_the_statistics_of_the_unaugmented_training_images(data):
+    from boneage.data import resize
+    from boneage.trainer import recalibrate_bn
+
+    train, _ = _subsets(data)
+    model = build_model({"arch": "resnet18"}).to(memory_format=torch.channels_last)
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    inputs, seen = [], []
+    hooks = [model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].clone())),
+             first_bn.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))]
+    try:
+        recalibrate_bn(model, train, 48, 5, torch.device("cpu"), bf16=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    n = len(train.ids) // 5  # whole batches of the training batch size, no augmentation
+    assert len(inputs) == n
+    for k, x in enumerate(inputs):
+        assert torch.equal(x, channels_last(resize(train.images[5 * k:5 * (k + 1)], 48)))
+    means = torch.stack([x.mean((0, 2, 3)) for x in seen])
+    variances = torch.stack([x.transpose(0, 1).flatten(1).var(1, unbiased=True) for x in seen])
+    assert torch.allclose(first_bn.running_mean, means.mean(0), atol=1e-5)  # the average over the pass
+    assert torch.allclose(first_bn.running_var, variances.mean(0), rtol=1e-4)
+    assert first_bn.momentum == 0.1 and all(torch.equal(weights[k], v) for k, v in model.named_parameters())
+
+
+def test_select_epoch_last_keeps_the_final_epoch_and_refuses_early_stopping(data, tmp_path):
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 3, "select_epoch": "last",
+                                "bn_recalibrate": True})
+    summary = run("resnet18", spec, data / "pre" / "index.parquet", data / "split.csv", tmp_path, "cpu", 2)
+    _, meta = load_model(tmp_path / "model.pt")
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert meta["epoch"] == summary["best_epoch"] == 3 and summary["best_val_mae"] == history["val_mae"].iloc[-1]
+    with pytest.raises(ValueError, match="patience"):
+        TrainSpec.from_dict({"arch": "resnet18", **TINY, "select_epoch": "last", "patience": 2})

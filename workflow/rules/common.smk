@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import sys
 
 import jsonschema
@@ -42,7 +43,14 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         )
     )
 
-from boneage.config import FOLDS_SUFFIX, ConfigError, model_list, variant_spec
+from boneage.config import (
+    FOLDS_SUFFIX,
+    SEEDS_SUFFIX,
+    ConfigError,
+    model_list,
+    repeats,
+    variant_spec,
+)
 from boneage.layout import LayoutError, listing_sha256, resolve_layout
 
 # K-fold cross-validation (split.folds): K fold models per trained model, and its fold ensemble.
@@ -56,9 +64,10 @@ if config["split"]["folds_file"] and not FOLDS:
         "config key 'split.folds_file' is set, but split.folds is 0: set the number of folds"
     )
 for _name in config["models"]:
-    if _name.endswith(FOLDS_SUFFIX):
+    if _name.endswith((FOLDS_SUFFIX, SEEDS_SUFFIX)):
         raise WorkflowError(
-            f"config key 'models.{_name}': names ending in {FOLDS_SUFFIX!r} are kept for fold ensembles"
+            f"config key 'models.{_name}': names ending in {FOLDS_SUFFIX!r} or {SEEDS_SUFFIX!r} are kept "
+            "for fold and seed ensembles"
         )
 try:
     VARIANTS = model_list(config, "variants")
@@ -78,6 +87,11 @@ if not MODELS:
     raise WorkflowError("config key 'variants': name at least one model to train")
 # The fold ensembles (results/evaluate/<model>_folds/), one per trained model when folds are on.
 FOLD_ENSEMBLES = [f"{m}{FOLDS_SUFFIX}" for m in MODELS] if FOLDS else []
+# Seeds (repeats): each model with N > 1 gets N-1 seed models and its seed ensemble <model>_seeds.
+REPEATS = {m: repeats(config, m) for m in MODELS}
+SEED_ENSEMBLES = [f"{m}{SEEDS_SUFFIX}" for m in MODELS if REPEATS[m] > 1]
+# The models made from others (fold and seed ensembles): evaluated by their own stage, in the report.
+COMBINED = FOLD_ENSEMBLES + SEED_ENSEMBLES
 
 if config["data_source"] == "local":
     if not config["data_dir"]:
@@ -111,10 +125,11 @@ if (
 _NAMES = "|".join(sorted(config["models"], key=len, reverse=True))
 
 
-# {model}: a variant's model (results/models/resnet18) or one of its fold models (resnet18/fold0).
+# {model}: a variant's model (results/models/resnet18), one of its fold models (resnet18/fold0) or
+# one of its seed models (resnet18/seed1: trained with the variant's seed + 1).
 wildcard_constraints:
     variant=_NAMES,
-    model=f"(?:{_NAMES})(?:/fold[0-9]+)?",
+    model=f"(?:{_NAMES})(?:/(?:fold|seed)[0-9]+)?",
 
 
 def spec_json(wildcards):
@@ -132,17 +147,54 @@ def model_spec(wildcards):
 
 def model_split(wildcards):
     """The split file a model is trained and evaluated on: a fold model's holds its fold out."""
-    fold = wildcards.model.partition("/")[2]
-    return f"results/split/folds/{fold}.csv" if fold else "results/split/split.csv"
+    member = wildcards.model.partition("/")[2]
+    if member.startswith("fold"):
+        return f"results/split/folds/{member}.csv"
+    return "results/split/split.csv"
+
+
+def seed_offset(wildcards):
+    """What a model adds to its variant's seed: k for a seed model <variant>/seed<k>, else 0."""
+    member = wildcards.model.partition("/")[2]
+    return int(member.removeprefix("seed")) if member.startswith("seed") else 0
 
 
 def fold_models(variant):
     return [f"{variant}/fold{k}" for k in range(FOLDS)]
 
 
+def seed_models(variant):
+    """The extra seed models of a variant (repeats N: seed1 .. seed<N-1>)."""
+    return [f"{variant}/seed{k}" for k in range(1, REPEATS.get(variant, 1))]
+
+
+def group_models(wildcards):
+    """The models a fold or seed ensemble ({variant}_{group}) averages; the variant itself is a
+    seed ensemble's seed 0."""
+    if wildcards.group == "folds":
+        return fold_models(wildcards.variant)
+    return [wildcards.variant, *seed_models(wildcards.variant)]
+
+
+def group_member_names(wildcards):
+    """The names of a fold or seed ensemble's models in its bundle: fold<k>, or seed<k> (seed0: the variant)."""
+    names = [m.partition("/")[2] for m in group_models(wildcards)]
+    return [name or "seed0" for name in names]
+
+
+def group_files(pattern):
+    """Input function: ``pattern`` (with {model}) for each model of the job's {variant}_{group}."""
+    return lambda wildcards: expand(pattern, model=group_models(wildcards))
+
+
 def fold_files(pattern):
     """Input function: ``pattern`` (with {model}) for each fold model of the job's {variant}."""
     return lambda wildcards: expand(pattern, model=fold_models(wildcards.variant))
+
+
+def trained_models():
+    """Every model a training job makes: the variants, their fold and their seed models."""
+    return [m2 for m in MODELS for m2 in (m, *fold_models(m), *seed_models(m))]
 
 
 def local_labels(wildcards):
@@ -174,6 +226,12 @@ def stage_thresholds():
     return " ".join(str(t) for t in config["evaluate"]["stage_thresholds_months"])
 
 
+def bootstrap_args():
+    """The bootstrap settings of every stage that scores predictions (boneage/uncertainty.py)."""
+    e = config["evaluate"]
+    return f"--bootstrap-resamples {e['bootstrap_resamples']} --bootstrap-seed {e['bootstrap_seed']}"
+
+
 # An external labelled test set, predicted by every bundle (workflow/rules/predict.smk).
 EXTERNAL = None
 if config["external_test"]:
@@ -184,7 +242,7 @@ if config["external_test"]:
 
 # Bundles (workflow/rules/predict.smk): one per model and fold ensemble, and the ensemble's when
 # configured.
-BUNDLE_NAMES = MODELS + FOLD_ENSEMBLES + (["ensemble"] if ENSEMBLE else [])
+BUNDLE_NAMES = MODELS + COMBINED + (["ensemble"] if ENSEMBLE else [])
 BUNDLES = [f"results/bundles/{name}" for name in BUNDLE_NAMES]
 
 
@@ -200,7 +258,7 @@ def predict_bundle():
         return f"results/bundles/{name}"
     if not os.path.isfile(os.path.join(name, "bundle.json")):
         raise WorkflowError(
-            f"config key predict.bundle: {name!r} is neither a model name ({', '.join(MODELS + FOLD_ENSEMBLES)}), "
+            f"config key predict.bundle: {name!r} is neither a model name ({', '.join(MODELS + COMBINED)}), "
             "'ensemble', nor a folder with bundle.json"
         )
     return name
@@ -208,8 +266,6 @@ def predict_bundle():
 
 def predict_inputs():
     """config predict.inputs, quoted for the shell; predict needs at least one."""
-    import shlex
-
     inputs = config["predict"]["inputs"]
     return " ".join(shlex.quote(str(p)) for p in inputs)
 
@@ -219,6 +275,13 @@ def external_summaries():
     if EXTERNAL is None:
         return []
     return [f"results/external/{name}/summary.json" for name in BUNDLE_NAMES]
+
+
+def external_predictions():
+    """The external test set's predictions per bundle (paired comparisons); none when not configured."""
+    if EXTERNAL is None:
+        return []
+    return [f"results/external/{name}/predictions.csv" for name in BUNDLE_NAMES]
 
 
 def report_benchmarks():
@@ -234,9 +297,10 @@ def report_benchmarks():
         files += [
             f"results/benchmarks/{rule_name}/{f}.tsv"
             for m in MODELS
-            for f in fold_models(m)
+            for f in (*fold_models(m), *seed_models(m))
         ]
     files += [f"results/benchmarks/crossval/{m}.tsv" for m in FOLD_ENSEMBLES]
+    files += [f"results/benchmarks/seeds/{m}.tsv" for m in SEED_ENSEMBLES]
     if ENSEMBLE:
         files.append("results/benchmarks/ensemble/ensemble.tsv")
     if EXTERNAL is not None:

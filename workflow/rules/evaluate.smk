@@ -29,13 +29,14 @@ rule evaluate_variant:
         bias="--bias-correction" if config["evaluate"]["bias_correction"] else "",
         thresholds=stage_thresholds(),
         level=config["evaluate"]["interval_level"],
+        bootstrap=bootstrap_args(),
         device=config["device"],
     shell:
         "python -m boneage.evaluate --model {input.model} --index {input.index} --split {input.split} "
         "--predictions {output.predictions} --metrics {output.metrics} --model-card {output.card} "
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
         "--train-summary {input.summary} {params.tta} {params.bias} "
-        "--stage-thresholds {params.thresholds} --interval-level {params.level} "
+        "--stage-thresholds {params.thresholds} --interval-level {params.level} {params.bootstrap} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -63,10 +64,47 @@ rule crossval:
         ),
         thresholds=stage_thresholds(),
         level=config["evaluate"]["interval_level"],
+        bootstrap=bootstrap_args(),
     shell:
         "python -m boneage.crossval --variant {wildcards.variant} {params.folds} "
         "--predictions {output.predictions} --metrics {output.metrics} "
-        "--stage-thresholds {params.thresholds} --interval-level {params.level} > {log} 2>&1"
+        "--stage-thresholds {params.thresholds} --interval-level {params.level} {params.bootstrap} "
+        "> {log} 2>&1"
+
+
+rule seeds:
+    """A variant's seed models (repeats): the spread across seeds and the seed ensemble."""
+    input:
+        predictions=group_files("results/evaluate/{model}/predictions.parquet"),
+        metrics=group_files("results/evaluate/{model}/metrics.json"),
+    output:
+        predictions="results/evaluate/{variant}_{group}/predictions.parquet",
+        metrics="results/evaluate/{variant}_{group}/metrics.json",
+    log:
+        "results/logs/seeds/{variant}_{group}.log",
+    benchmark:
+        "results/benchmarks/seeds/{variant}_{group}.tsv"
+    wildcard_constraints:
+        group="seeds",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        members=lambda w, input: " ".join(
+            f"--member {variant_spec(config, w.variant)['seed'] + k} {p} {m}"
+            for k, (p, m) in enumerate(zip(input.predictions, input.metrics))
+        ),
+        thresholds=stage_thresholds(),
+        level=config["evaluate"]["interval_level"],
+        bootstrap=bootstrap_args(),
+    shell:
+        "python -m boneage.seeds --variant {wildcards.variant} {params.members} "
+        "--predictions {output.predictions} --metrics {output.metrics} "
+        "--stage-thresholds {params.thresholds} --interval-level {params.level} {params.bootstrap} "
+        "> {log} 2>&1"
 
 
 rule ensemble:
@@ -98,16 +136,15 @@ rule ensemble:
         bias="--bias-correction" if config["ensemble"]["bias_correction"] else "",
         thresholds=stage_thresholds(),
         level=config["evaluate"]["interval_level"],
+        bootstrap=bootstrap_args(),
     shell:
         "python -m boneage.ensemble {params.members} --predictions {output.predictions} --metrics {output.metrics} "
         "--weighting {params.weighting} {params.bias} --stage-thresholds {params.thresholds} "
-        "--interval-level {params.level} > {log} 2>&1"
+        "--interval-level {params.level} {params.bootstrap} > {log} 2>&1"
 
 
 rule evaluate:
     """Target: every variant (and the ensemble, when configured) evaluated."""
     input:
-        expand(
-            "results/evaluate/{variant}/metrics.json", variant=MODELS + FOLD_ENSEMBLES
-        ),
+        expand("results/evaluate/{variant}/metrics.json", variant=MODELS + COMBINED),
         ["results/evaluate/ensemble/metrics.json"] if ENSEMBLE else [],

@@ -45,18 +45,21 @@ rule bundle_ensemble:
         "--out-dir {output} > {log} 2>&1"
 
 
-rule bundle_folds:
-    """Model bundle of a variant's fold ensemble: each fold model's bundle, equally weighted."""
+rule bundle_group:
+    """Model bundle of a variant's fold ensemble ({variant}_folds) or seed ensemble ({variant}_seeds):
+    each of its models' bundles, equally weighted."""
     input:
-        models=fold_files("results/models/{model}/model.pt"),
-        fold_metrics=fold_files("results/evaluate/{model}/metrics.json"),
-        cards=fold_files("results/models/{model}/model_card.json"),
-        metrics="results/evaluate/{variant}_folds/metrics.json",
+        models=group_files("results/models/{model}/model.pt"),
+        member_metrics=group_files("results/evaluate/{model}/metrics.json"),
+        cards=group_files("results/models/{model}/model_card.json"),
+        metrics="results/evaluate/{variant}_{group}/metrics.json",
         preprocess="results/preprocess/preprocess_summary.json",
     output:
-        directory("results/bundles/{variant}_folds"),
+        directory("results/bundles/{variant}_{group}"),
     log:
-        "results/logs/bundle/{variant}_folds.log",
+        "results/logs/bundle/{variant}_{group}.log",
+    wildcard_constraints:
+        group="folds|seeds",
     conda:
         "../../envs/boneage.yaml"
     threads: 1
@@ -64,12 +67,15 @@ rule bundle_folds:
         mem_mb=2000,
         runtime=10,
     params:
-        folds=lambda w, input: " ".join(
-            f"--fold {' '.join(files)}"
-            for files in zip(input.models, input.fold_metrics, input.cards)
+        members=lambda w, input: " ".join(
+            f"--member {name} {' '.join(files)}"
+            for name, files in zip(
+                group_member_names(w),
+                zip(input.models, input.member_metrics, input.cards),
+            )
         ),
     shell:
-        "python -m boneage.export folds {params.folds} --metrics {input.metrics} "
+        "python -m boneage.export average {params.members} --metrics {input.metrics} "
         "--preprocess-summary {input.preprocess} --out-dir {output} > {log} 2>&1"
 
 
@@ -132,8 +138,11 @@ rule external_test:
     params:
         images=str(EXTERNAL.image_dir) if EXTERNAL else "",
         labels=str(EXTERNAL.labels_csv) if EXTERNAL else "",
+        thresholds=stage_thresholds(),
+        bootstrap=bootstrap_args(),
         device=config["device"],
     shell:
         "python -m boneage.predict {params.images:q} --csv {params.labels:q} --bundle {input.bundle} "
+        "--stage-thresholds {params.thresholds} {params.bootstrap} "
         "--out-dir results/external/{wildcards.bundle} --device {params.device} --threads {threads} "
         "--keep-going > {log} 2>&1"

@@ -92,13 +92,13 @@ rule report:
             if ENSEMBLE
             else []
         ),
-        folds_metrics=expand(
-            "results/evaluate/{name}/metrics.json", name=FOLD_ENSEMBLES
-        ),
-        folds_predictions=expand(
-            "results/evaluate/{name}/predictions.parquet", name=FOLD_ENSEMBLES
+        combined_metrics=expand("results/evaluate/{name}/metrics.json", name=COMBINED),
+        combined_predictions=expand(
+            "results/evaluate/{name}/predictions.parquet", name=COMBINED
         ),
         external=external_summaries(),
+        external_predictions=external_predictions(),
+        external_labels=[str(EXTERNAL.labels_csv)] if EXTERNAL else [],
         preprocess="results/preprocess/preprocess_summary.json",
         crop_methods="results/preprocess/qc/crop_methods.csv",
         rejects="results/preprocess/rejects.csv",
@@ -162,19 +162,27 @@ rule report:
         ensemble=lambda w, input: (
             f"--ensemble {' '.join(input.ensemble)}" if input.ensemble else ""
         ),
-        folds=lambda w, input: " ".join(
-            f"--folds {' '.join(files)}"
+        combined=lambda w, input: " ".join(
+            f"--combined {' '.join(files)}"
             for files in zip(
-                FOLD_ENSEMBLES, input.folds_metrics, input.folds_predictions
+                COMBINED, input.combined_metrics, input.combined_predictions
             )
         ),
-        external=lambda w, input: " ".join(f"--external {p}" for p in input.external),
+        external=lambda w, input: " ".join(
+            [f"--external {p}" for p in input.external]
+            + [
+                f"--external-predictions {name} {p}"
+                for name, p in zip(BUNDLE_NAMES, input.external_predictions)
+            ]
+            + [f"--external-labels {shlex.quote(p)}" for p in input.external_labels]
+        ),
+        bootstrap=bootstrap_args(),
         thresholds=stage_thresholds(),
         age_bin=config["evaluate"]["age_bin_months"],
         config_json=json.dumps(config, sort_keys=True),
     shell:
-        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} {params.folds} "
-        "{params.external} "
+        "python -m boneage.report {params.variants} {params.gradcams} {params.ensemble} {params.combined} "
+        "{params.external} {params.bootstrap} "
         "--preprocess-summary {input.preprocess} --crop-methods {input.crop_methods} "
         "--rejects {input.rejects} --contact-sheet {input.contact_sheet} --split-summary {input.split} "
         "--dataset {input.dataset} --benchmarks {input.benchmarks} --captions {input.captions} "

@@ -18,8 +18,9 @@ rule plan:
 
 
 rule train_variant:
-    """Train one model: a variant (results/models/{variant}) or one of its fold models
-    (results/models/{variant}/fold{k}, split.folds); resumes from its checkpoints/last.pt.
+    """Train one model: a variant (results/models/{variant}), one of its fold models
+    (results/models/{variant}/fold{k}, split.folds) or of its seed models (results/models/{variant}/seed{k},
+    repeats: the variant's seed + k); resumes from its checkpoints/last.pt.
     """
     input:
         spec=model_spec,
@@ -44,14 +45,15 @@ rule train_variant:
     params:
         device=config["device"],
         variant=model_variant,
+        seed_offset=seed_offset,
     shell:
         "python -m boneage.train --variant {params.variant} --spec {input.spec} "
+        "--seed-offset {params.seed_offset} "
         "--index {input.index} --split {input.split} --out-dir results/models/{wildcards.model} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule train:
-    """Target: every configured variant trained."""
+    """Target: every configured variant trained (with its fold and seed models)."""
     input:
-        expand("results/models/{variant}/model.pt", variant=MODELS),
-        [f"results/models/{f}/model.pt" for m in MODELS for f in fold_models(m)],
+        expand("results/models/{model}/model.pt", model=trained_models()),
