@@ -95,7 +95,8 @@ def main() -> None:
     print("\ntest MAE (months) with its 95 % bootstrap interval:")
     first = test_metrics(clone)
     for name, m in first.items():
-        print(f"  {name:<36} {m['mae']:7.2f} {m['ci95']['mae']}  (R2 {m['r2']:.3f}; before TTA and "
+        low, high = m["ci95"]["mae"]
+        print(f"  {name:<36} {m['mae']:7.2f} [{low:.2f}, {high:.2f}]  (R2 {m['r2']:.3f}; before TTA and "
               f"correction {m['mae_raw']:.2f}, ratio {m['mae_raw'] / m['mae']:.2f}; training mean {m['baseline_mae']:.2f})")
     if args.rounding:
         wall = timed([str(clone / ".venv" / "bin" / "snakemake"), "--cores", str(args.cores), "all", "--set-threads",
