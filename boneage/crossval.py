@@ -24,7 +24,7 @@ import pandas as pd
 
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
-from .metrics import score
+from .metrics import add_scoring_arguments, score
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.crossval")
@@ -85,11 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--variant", required=True, help="the variant whose fold models these are")
     parser.add_argument("--fold", nargs=2, action="append", required=True, metavar=("PREDICTIONS", "METRICS"),
                         help="one per fold, in fold order")
-    parser.add_argument("--predictions", required=True, help="predictions.parquet to write")
-    parser.add_argument("--metrics", required=True, help="metrics.json to write")
-    parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
-    parser.add_argument("--interval-level", type=float, required=True)
-    Bootstrap.add_arguments(parser)
+    add_scoring_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import apply_bias_correction, score
+from .metrics import add_scoring_arguments, apply_bias_correction, score
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 from .uncertainty import Bootstrap
@@ -89,13 +89,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--member", nargs=3, action="append", required=True,
                         metavar=("NAME", "PREDICTIONS", "METRICS"), help="one per ensemble member")
-    parser.add_argument("--predictions", required=True, help="the ensemble's predictions.parquet to write")
-    parser.add_argument("--metrics", required=True, help="the ensemble's metrics.json to write")
+    add_scoring_arguments(parser)
     parser.add_argument("--weighting", choices=WEIGHTINGS, required=True)
     parser.add_argument("--bias-correction", action="store_true")
-    parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
-    parser.add_argument("--interval-level", type=float, required=True)
-    Bootstrap.add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     run({m[0]: Path(m[1]) for m in args.member}, {m[0]: Path(m[2]) for m in args.member},

@@ -111,6 +111,16 @@ def apply_bias_correction(pred: pd.DataFrame, column: str) -> tuple[pd.Series, d
     return corrected(pred[column], correction), correction
 
 
+def add_scoring_arguments(parser) -> None:
+    """The options of every stage that joins scored predictions into a model (crossval, seeds,
+    ensemble): its two output files, the stage thresholds, the interval level and the bootstrap."""
+    parser.add_argument("--predictions", required=True, help="predictions.parquet to write")
+    parser.add_argument("--metrics", required=True, help="metrics.json to write")
+    parser.add_argument("--stage-thresholds", type=float, nargs=2, required=True)
+    parser.add_argument("--interval-level", type=float, required=True)
+    Bootstrap.add_arguments(parser)
+
+
 def confidence(true, pred, male, thresholds, bootstrap: Bootstrap) -> dict:
     """95 % bootstrap intervals of the figures of :func:`summarise` (``uncertainty.intervals``)."""
     stage_ok = stage_of(true, thresholds) == stage_of(pred, thresholds)
