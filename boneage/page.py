@@ -15,7 +15,7 @@ import pandas as pd
 PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0}table.t td,table.t th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
+table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}table.t td,table.t th{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
 table.t th{background:#f5f5f5}table.t td:first-child,table.t th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 .headline{font-size:1.15em;background:#f3f8fc;border-left:4px solid #3182bd;padding:.6em 1em}

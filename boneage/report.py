@@ -134,7 +134,7 @@ def _summary(metrics, tables, best, base, pre, inputs: Inputs, page_path: Path) 
     """The lines of ``summary.txt`` (also printed at the end of a run)."""
     lines = [f"Test MAE (months) on {metrics[best]['test']['n']} held-out images, with its 95 % bootstrap "
              f"interval; always predicting the training mean: {base:.2f}"]
-    lines += [f"  {name:<28} {m['test']['mae']:6.2f} {ci_text(m['test'].get('ci95'), 'mae')}"
+    lines += [f"  {name:<28} {m['test']['mae']:6.2f} {ci_text(m['test'].get('ci95'), 'mae', 2)}"
               for name, m in metrics.items()]
     apart = tables["comparisons"]
     apart = apart[(apart["subset"] == "test") & (apart["verdict"] == "cannot tell apart")]
@@ -144,7 +144,7 @@ def _summary(metrics, tables, best, base, pre, inputs: Inputs, page_path: Path) 
     times = tables["stage_times"]
     if len(times):
         lines.append(f"Time per job (s; results/benchmarks/), {times['seconds'].sum():.0f} s in all before this report:")
-        lines += [f"  {row.stage:<28} {row.seconds:6.1f}" for row in times.itertuples()]
+        lines += [f"  {row.stage:<32} {row.seconds:6.1f}" for row in times.itertuples()]
     lines.append(f"Rejected: {len(tables['rejects'])} rows, each with its reason in {inputs.rejects}")
     if pre.get("hand_doubts"):
         lines.append(f"Kept with a doubt (perhaps not a hand radiograph): {pre['hand_doubts']} images, "

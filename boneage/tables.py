@@ -49,12 +49,14 @@ def gradcam_table(cams: dict[str, dict]) -> pd.DataFrame:
 
 
 
-def ci_text(ci: dict | None, key: str) -> str:
-    """A 95 % interval as text, ``[low, high]``, with the digits the report gives its figure."""
+def ci_text(ci: dict | None, key: str, digits: int | None = None) -> str:
+    """A 95 % interval as text, ``[low, high]``, with ``digits`` decimals (default: those the report's
+    tables give a figure of that size)."""
     got = (ci or {}).get(key)
     if not got:
         return ""
-    digits = 3 if max(abs(v) for v in got) < 10 else 2
+    if digits is None:
+        digits = 3 if max(abs(v) for v in got) < 10 else 2
     return f"[{got[0]:.{digits}f}, {got[1]:.{digits}f}]"
 
 
@@ -99,7 +101,7 @@ def seeds_table(metrics: dict[str, dict]) -> pd.DataFrame:
                      "test R2": _mean_sd(sp, "test_r2", 3)})
         rows.append({"model": name, "seed": "seed ensemble (mean of the seeds' predictions)",
                      "val MAE": f"{m['val']['mae']:.2f}",
-                     "test MAE": f"{m['test']['mae']:.2f} {ci_text(m['test'].get('ci95'), 'mae')}",
+                     "test MAE": f"{m['test']['mae']:.2f} {ci_text(m['test'].get('ci95'), 'mae', 2)}",
                      "test RMSE": f"{m['test']['rmse']:.2f}", "test R2": f"{m['test']['r2']:.3f}"})
     return pd.DataFrame(rows, columns=["model", "seed", "val MAE", "test MAE", "test RMSE", "test R2"])
 

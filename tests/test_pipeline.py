@@ -307,6 +307,12 @@ def test_an_external_test_set_goes_through_every_bundle_into_the_report(run_dir,
     assert len(both) == 5 and (both["boneage_months"] - both["pred"]).abs().max() < SAME_MONTHS  # the same bundle
     assert "Metrics on the external test set" in (run_dir / "results" / "report" / "index.html").read_text()
     assert "External test set, resnet18: MAE" in (run_dir / "results" / "report" / "summary.txt").read_text()
+    scored = json.loads((run_dir / "results" / "external" / "resnet18" / "summary.json").read_text())["labelled"]
+    assert scored["ci95"]["n"] == 5 and scored["ci95"]["mae"][0] <= scored["mae"] <= scored["ci95"]["mae"][1]
+    pairs = pd.read_csv(run_dir / "results" / "report" / "tables" / "comparisons.csv")
+    external = pairs[pairs["subset"] == "external"]  # the bundles paired on the external films they scored
+    assert len(external) == 3 and (external["n"] == 5).all()
+    assert ((external["ci_low"] <= external["mae_diff"]) & (external["mae_diff"] <= external["ci_high"])).all()
 
 
 def test_the_cluster_profile_does_not_load_the_local_one_gpu_limit(tmp_path):
