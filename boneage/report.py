@@ -98,9 +98,11 @@ def _errors(inputs: Inputs, preds: dict[str, pd.DataFrame]) -> dict[str, dict[st
             out.setdefault(subset, {})[name] = (rows["pred"] - rows["boneage"]).abs().set_axis(rows["id"].astype(str))
     if inputs.external_labels is not None:
         labels = pd.read_csv(inputs.external_labels, dtype={"id": str}, usecols=["id", "boneage"])
+        labels["boneage"] = pd.to_numeric(labels["boneage"], errors="coerce")  # unusable labels: not scored
         for name, path in inputs.external_predictions.items():
-            p = pd.read_csv(path, dtype={"id": str}, usecols=["id", "boneage_months"]).merge(labels, on="id")
-            p = p.dropna(subset=["boneage_months", "boneage"]).drop_duplicates("id")
+            p = pd.read_csv(path, dtype={"id": str}, usecols=["id", "boneage_months"])
+            p = p.drop_duplicates("id").merge(labels.drop_duplicates("id"), on="id")
+            p = p.dropna(subset=["boneage_months", "boneage"])
             out.setdefault("external", {})[name] = (p["boneage_months"] - p["boneage"]).abs().set_axis(p["id"])
     return out
 
