@@ -87,8 +87,12 @@ WALLTIME_EPOCHS = 80  # about 150 s of training on 2 AMD EPYC cores: longer than
 def test_a_training_killed_at_its_time_limit_resumes_on_the_retry(cluster, tmp_path):
     """First attempt: 1 minute, killed by SLURM mid-training; the retry asks 2 minutes (runtime x
     attempt), resumes from checkpoints/last.pt and ends with the weights of an uninterrupted run."""
-    config = ["--config", "device=cpu", "variants=efficientnet_lite0_sex", "image_size=128",
-              f"epochs={WALLTIME_EPOCHS}", "train_runtime_minutes=1"]
+    # The demo's data volume this test was timed with (config.yaml's demo has 600 images since issue 28).
+    volume = tmp_path / "volume.yaml"
+    volume.write_text("demo:\n  n_images: 300\nsplit:\n  test_fraction: 0.15\n")
+    config = ["--configfile", str(volume), "--config", "device=cpu",
+              "variants=efficientnet_lite0_sex", "image_size=128", f"epochs={WALLTIME_EPOCHS}",
+              "train_runtime_minutes=1"]
     killed = tmp_path / "killed"
     t0 = time.time()
     proc = snakemake(killed, "train", "--workflow-profile", str(REPO / "profiles" / "slurm"), *config,
