@@ -37,6 +37,7 @@ localrules:
     bundle_variant,
     bundle_ensemble,
     bundle_group,
+    calibrate,
 
 
 rule all:

@@ -13,6 +13,10 @@ bias correction and interval) and a copy of each member's bundle under ``members
 ensemble's (``results/bundles/<variant>_folds/``, split.folds) holds its fold models' bundles under
 ``members/fold<k>/``, a seed ensemble's (``<variant>_seeds/``, repeats) its seed models' under
 ``members/seed<k>/``, equally weighted.
+
+A calibrated bundle (``python -m boneage.calibrate``) is a copy of its parent whose ``bundle.json``
+adds ``calibration`` (per sex, ``intercept + slope * estimate``, applied after everything else), the
+local interval, the local set's size per sex and hash, and the parent's ``bundle.json`` hash.
 Copying the folder elsewhere and predicting there gives the same numbers: nothing in it points
 outside it. Loading checks the format and every weight file's sha256.
 """
@@ -37,6 +41,40 @@ class BundleError(ValueError):
     """A folder that is not a usable bundle; the message names the file and what is wrong."""
 
 
+SEXES = {"female": 0.0, "male": 1.0}
+
+
+def calibrated(pred, male, calibration: dict | None) -> np.ndarray:
+    """Estimates after a local calibration: per sex (``male`` 1/0) ``intercept + slope * pred``; a sex
+    the calibration leaves out (``None``) keeps its estimates."""
+    pred = np.asarray(pred, float)
+    if not calibration:
+        return pred
+    male = np.asarray(male, float)
+    out = pred.copy()
+    for sex, value in SEXES.items():
+        fit = calibration.get(sex)
+        if fit:
+            rows = male == value
+            out[rows] = fit["intercept"] + fit["slope"] * pred[rows]
+    return out
+
+
+def write_calibrated(parent: Path, out_dir: Path, record: dict) -> dict:
+    """A copy of the bundle ``parent`` in ``out_dir`` whose bundle.json carries ``record``
+    (``calibration``, ``interval``, ``local_set``, ``parent``); the parent is only read."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(parent, out_dir)
+    spec = read_json(out_dir / "bundle.json")
+    if spec.get("stability"):
+        spec["stability"] = {**spec["stability"], "measured_on": "the parent's internal test split, before the "
+                             "calibration (a slope s scales each sex's spread by s)"}
+    spec.update(record)
+    write_json(out_dir / "bundle.json", spec)
+    return spec
+
+
 def _variant_entry(metrics: dict, model_path: Path) -> dict:
     spec = model_meta(model_path)["spec"]
     return {
@@ -54,6 +92,7 @@ def _common(metrics: dict, preprocess: dict) -> dict:
         "bias_correction": metrics.get("bias_correction"),
         "interval": {"level": interval.get("level"), "halfwidth_months": interval.get("halfwidth_months")},
         "test_metrics": {k: metrics.get("test", {}).get(k) for k in ("n", "mae", "rmse", "r2")},
+        "stability": metrics.get("stability"),
     }
 
 
@@ -128,9 +167,9 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":
         path = Path(path)
-        spec = cls._read(path)
+        spec = cls.read_spec(path)
         members = [(path, spec, 1.0)] if spec["kind"] == "variant" else [
-            (path / e["path"], cls._read(path / e["path"]), float(e["weight"])) for e in spec["members"]]
+            (path / e["path"], cls.read_spec(path / e["path"]), float(e["weight"])) for e in spec["members"]]
         models = []
         for folder, member, weight in members:
             weights = folder / member["model"]["file"]
@@ -141,7 +180,7 @@ class Bundle:
         return cls(path, spec, models)
 
     @staticmethod
-    def _read(folder: Path) -> dict:
+    def read_spec(folder: Path) -> dict:
         file = folder / "bundle.json"
         if not file.is_file():
             raise BundleError(f"{file} not found: not a model bundle (made by `snakemake bundles`)")
@@ -152,7 +191,8 @@ class Bundle:
 
     @property
     def needs_sex(self) -> bool:
-        return bool(self.spec["sex_input"])
+        """Whether an estimate depends on sex: a sex input, or a calibration per sex."""
+        return bool(self.spec["sex_input"]) or bool(self.spec.get("calibration"))
 
     @property
     def halfwidth(self) -> float:
@@ -168,4 +208,6 @@ class Bundle:
             pred = predict(model, images_u8, male, member["input_size"], meta["target_mean"], meta["target_std"],
                            device, tta=inf["tta"], hflip=inf["hflip"])
             total += weight * corrected(pred, member["bias_correction"])
-        return corrected(total, self.spec["bias_correction"]) if self.spec["kind"] == "ensemble" else total
+        if self.spec["kind"] == "ensemble":
+            total = corrected(total, self.spec["bias_correction"])
+        return calibrated(total, male.cpu().numpy(), self.spec.get("calibration"))

@@ -25,6 +25,7 @@ import pandas as pd
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 from .metrics import add_scoring_arguments, score
+from .stability import mean_of as retakes_mean, summary_of
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.crossval")
@@ -44,13 +45,13 @@ def combine_folds(tables: list[pd.DataFrame]) -> pd.DataFrame:
     if twice:
         raise CrossValError(f"{len(twice)} images are held out by more than one fold, e.g. {twice[:3]}: "
                             "the fold models were not trained on one fold table; re-run split and after")
-    tests = [t.loc[t["subset"] == "test", COLUMNS].sort_values("id").reset_index(drop=True) for t in tables]
+    tests = [t.loc[t["subset"] == "test"].sort_values("id").reset_index(drop=True) for t in tables]
     if any(not t["id"].equals(tests[0]["id"]) for t in tests):
         raise CrossValError("the fold models were evaluated on different test images; re-run evaluate")
     test = tests[0][["id", "subset", "boneage", "male"]].copy()
     for column in ("pred_raw", "pred"):
         test[column] = np.mean([t[column].to_numpy(float) for t in tests], axis=0)
-    test["fold"] = -1  # every fold
+    test = test.assign(**retakes_mean(tests), fold=-1)  # -1: every fold
     return pd.concat([oof, test], ignore_index=True)
 
 
@@ -69,6 +70,7 @@ def run(variant: str, prediction_files: list[Path], metrics_files: list[Path], p
              "val_is": "out-of-fold predictions on the train+val pool",
              "test_is": f"mean of the {len(fold_metrics)} fold models"}
     extra["interval"] = add_interval(pred, interval_level)
+    extra["stability"] = summary_of(pred, (fold_metrics[0].get("stability") or {}).get("seed"))
     # Each fold has its own training mean; the baseline is their mean (they differ by a fraction of a month).
     baseline = float(np.mean([m["baseline_train_mean_months"] for m in fold_metrics]))
     metrics = score(pred, baseline, thresholds, extra, bootstrap)

@@ -66,7 +66,7 @@ def load_images(index: pd.DataFrame, root: str | Path, threads: int = 8) -> torc
     return torch.from_numpy(np.stack(images)[:, None])
 
 
-def _affine_sample(x: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+def affine_sample(x: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
     grid = F.affine_grid(theta, [x.shape[0], 1, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -80,7 +80,7 @@ def resize(batch_u8: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size:
         return x
     theta = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(x.shape[0], 2, 3)
-    return _affine_sample(x, theta, size)
+    return affine_sample(x, theta, size)
 
 
 def affine_theta(n: int, rotate_rad: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor,
@@ -107,7 +107,7 @@ def augment(batch_u8: torch.Tensor, size: int, aug: Augment, generator: torch.Ge
     scale = torch.exp(uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
     tx, ty = uniform(-2, 2) * aug.translate, uniform(-2, 2) * aug.translate  # grid spans [-1, 1]
     flip = (torch.rand(n, device=dev, generator=generator) < 0.5) if aug.hflip else torch.zeros(n, dtype=torch.bool, device=dev)
-    x = _affine_sample(x, affine_theta(n, rot, scale, tx, ty, flip), size)
+    x = affine_sample(x, affine_theta(n, rot, scale, tx, ty, flip), size)
     gamma = torch.exp(uniform(-aug.gamma, aug.gamma)).view(n, 1, 1, 1)
     contrast = torch.exp(uniform(-aug.contrast, aug.contrast)).view(n, 1, 1, 1)
     bright = uniform(-aug.brightness, aug.brightness).view(n, 1, 1, 1)
@@ -127,5 +127,5 @@ def tta_views(batch_u8: torch.Tensor, size: int, hflip: bool) -> list[torch.Tens
         for deg, zoom in settings:
             theta = affine_theta(n, zeros + math.radians(deg), zeros + zoom, zeros, zeros,
                                  torch.full((n,), flip, device=dev))
-            views.append(_affine_sample(x, theta, size))
+            views.append(affine_sample(x, theta, size))
     return views

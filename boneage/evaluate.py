@@ -5,10 +5,12 @@ fitted on the validation split (``true ~ a * pred + b``) and applied to both spl
 regression toward the mean that every regressor shows at the age extremes.
 
 Each prediction gets a split-conformal interval fitted on the validation split
-(:mod:`boneage.intervals`).
+(:mod:`boneage.intervals`). Test-retest stability: the spread of each test film's final estimate over
+a fixed set of retakes (:mod:`boneage.stability`), in ``metrics.json`` under ``stability`` and per
+film in the predictions (``retest_sd``, ``retest_range``).
 
 Writes ``predictions.parquet`` (id, subset, boneage, male, pred_raw, pred_tta, pred, pred_low,
-pred_high), ``metrics.json`` (with ``interval``: level, half-width, coverage per subset),
+pred_high, retake_1..retake_V on test rows, retest_sd, retest_range), ``metrics.json`` (with ``interval``: level, half-width, coverage per subset),
 (MAE, RMSE, R2, median error, per sex, within 6/12 months, stage accuracy and confusion, by
 subset, with the MAE of always predicting the training mean as the baseline; ``ci95``: 95 % bootstrap
 intervals, :mod:`boneage.uncertainty`) and the model card.
@@ -32,8 +34,10 @@ from .files import (keep_freed_memory, read_json, setup_logging, sha256_file, us
                     write_table)
 from .inference import load_model, model_meta, predict, resolve_device
 from .intervals import add_interval
-from .metrics import apply_bias_correction, score
+from .metrics import apply_bias_correction, corrected, score
 from .provenance import model_card
+from .stability import RETAKE, Retakes, estimates, summary_of
+from .tables import ci_text
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.evaluate")
@@ -53,6 +57,7 @@ class Settings:
     stage_thresholds: tuple[float, float]
     interval_level: float
     bootstrap: Bootstrap = Bootstrap()
+    retakes: Retakes = Retakes()
 
 
 def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: Path, metrics_path: Path,
@@ -83,12 +88,27 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     else:
         pred["pred"] = pred[column]
     extra["interval"] = add_interval(pred, settings.interval_level)
+    test = (pred["subset"] == "test").to_numpy()
+    test_images, test_male = images[test], male[test]
+
+    def final(rows: slice, x: torch.Tensor):
+        months = predict(model, x, test_male[rows], spec["input_size"], meta["target_mean"], meta["target_std"],
+                         device, tta=settings.tta, hflip=hflip)
+        return corrected(months, extra["bias_correction"])
+
+    for k, months in enumerate(estimates(final, test_images, settings.retakes), start=1):
+        pred[f"{RETAKE}{k}"] = np.nan
+        pred.loc[test, f"{RETAKE}{k}"] = months
+    extra["stability"] = summary_of(pred, settings.retakes.seed)
     write_table(pred, predictions_path)
     metrics = score(pred, train_mean(index, split), settings.stage_thresholds, extra, settings.bootstrap)
     write_json(metrics_path, metrics)
-    test = metrics["test"]
+    scored, stable = metrics["test"], metrics["stability"]
     log.info("%s test: MAE %.2f months (95 %% CI %s; raw %.2f, baseline %.2f), R2 %.3f", meta["variant"],
-             test["mae"], test["ci95"]["mae"], test["mae_raw"], test["baseline_mae"], test["r2"])
+             scored["mae"], ci_text(scored["ci95"], "mae", 2), scored["mae_raw"], scored["baseline_mae"], scored["r2"])
+    if stable["n"]:
+        log.info("test-retest over %d retakes: SD median %.2f, 95th percentile %.2f months", stable["views"],
+                 stable["sd_median_months"], stable["sd_p95_months"])
     return metrics
 
 
@@ -122,18 +142,19 @@ def main(argv=None) -> None:
     parser.add_argument("--interval-level", type=float, required=True,
                         help="coverage of the conformal prediction interval fitted on validation")
     Bootstrap.add_arguments(parser)
+    Retakes.add_arguments(parser)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
     try:
         settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level,
-                            Bootstrap.from_args(args))
+                            Bootstrap.from_args(args), Retakes.from_args(args))
         metrics = run(Path(args.model), Path(args.index), Path(args.split), Path(args.predictions), Path(args.metrics),
                       settings, args.device, args.threads)
         write_card(Path(args.model_card), Path(args.model), metrics, Path(args.index), Path(args.split),
                    Path(args.dataset), Path(args.preprocess_summary), Path(args.train_summary))
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         log.error("%s", exc)
         sys.exit(1)
 

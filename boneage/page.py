@@ -20,7 +20,7 @@ table.t th{background:#f5f5f5}table.t td:first-child,table.t th:first-child{text
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 .headline{font-size:1.15em;background:#f3f8fc;border-left:4px solid #3182bd;padding:.6em 1em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}.note{color:#666;font-size:.85em}
-.ci{color:#777;font-size:.85em;white-space:nowrap}
+.ci{color:#777;font-size:.85em;white-space:nowrap}.warn{color:#a33}td{vertical-align:top}table.t td.l{text-align:left}
 """
 
 
@@ -28,7 +28,7 @@ def _number(v) -> str:
     return "" if pd.isna(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
 
 
-def _html_table(df: pd.DataFrame) -> str:
+def html_table(df: pd.DataFrame) -> str:
     """A table; a figure with an interval column beside it (``X 95 % CI``) shows both in one cell. Text
     cells are escaped here (they hold file names and ids from the data set), the markup is ours."""
     df = df.copy()
@@ -56,7 +56,7 @@ def _doubts(pre: dict) -> str:
     more = f" The first {len(shown)} are listed; " if n > len(shown) else " "
     return (f"<p>{n} images passed the hand check with a doubt and were trained on.{more}the "
             "<code>hand_doubt</code> column of the preprocess index has them all. Look at them; "
-            "remove their rows where they are not hand radiographs.</p>" + _html_table(shown))
+            "remove their rows where they are not hand radiographs.</p>" + html_table(shown))
 
 
 
@@ -109,7 +109,7 @@ def _metrics_section(metrics, tables, rank, base, facts, thresholds, captions) -
         headline(metrics, rank, base),
         "<p class='note'>Research use only; not a medical device. Data source: "
         f"{html.escape(str(facts['data source']))}.</p>",
-        "<h2>Metrics on the test split</h2>", _html_table(tables["metrics_test"]),
+        "<h2>Metrics on the test split</h2>", html_table(tables["metrics_test"]),
         "<p class='note'>Months. Beside each figure its 95 % confidence interval: percentile bootstrap over the "
         "images scored (boneage/uncertainty.py), the uncertainty that comes from which images happened to be in "
         "the split; training noise (another seed, another CPU) comes on top, see the seeds table where "
@@ -123,15 +123,15 @@ def _metrics_section(metrics, tables, rank, base, facts, thresholds, captions) -
             "<p class='note'>Labelled films kept apart from training (config key external_test), predicted "
             "through each model bundle with its preprocessing, corrections and interval; rows that could not "
             "be used are counted as failed (results/external/&lt;model&gt;/predictions.csv).</p>",
-            _html_table(tables["external_test"])]),
-        "<h2>Metrics on the validation split</h2>", _html_table(tables["metrics_val"]),
+            html_table(tables["external_test"])]),
+        "<h2>Metrics on the validation split</h2>", html_table(tables["metrics_val"]),
         *([] if tables["folds"].empty else [
             "<h2>Cross-validation</h2>",
             "<p class='note'>Each fold model is trained on the other folds of the train+val pool and scored on "
             "its held-out fold and on the test split (which no fold saw). &lt;variant&gt;_folds: out-of-fold "
             "predictions on the whole pool (its 'validation' rows above) and the mean of the fold models on "
             "the test split.</p>",
-            _html_table(tables["folds"])]),
+            html_table(tables["folds"])]),
         *_comparisons(tables["comparisons"]),
         *([] if tables["seeds"].empty else [
             "<h2>Training noise: seeds</h2>",
@@ -139,14 +139,23 @@ def _metrics_section(metrics, tables, rank, base, facts, thresholds, captions) -
             "jobs on the same split: the spread of their test MAE is the training noise, which the bootstrap "
             "intervals do not contain. The seed ensemble (&lt;variant&gt;_seeds) averages the seeds' predictions; "
             "it is a model of its own in the tables above, with a bundle.</p>",
-            _html_table(tables["seeds"])]),
+            html_table(tables["seeds"])]),
+        *([] if tables["stability"].empty else [
+            "<h2>Test-retest stability</h2>",
+            "<p class='note'>How far one estimate moves when the same hand is imaged again: each test film "
+            "re-positioned and re-exposed as a fixed set of retakes (rotation ±10°, shift ±5 %, zoom 0.93-1.07, "
+            "gamma 0.8-1.25 of the preprocessed image; boneage/stability.py), each estimated like the film. Per "
+            "film the SD and the max - min of its estimates (months); median and 95th percentile over the films. "
+            "The crop's own variation between two films is not included: a lower bound where the crop is "
+            "unstable.</p>",
+            html_table(tables["stability"])]),
         *(_figure(f"figures/{n}.png", caption(captions, n))
           for n in ("variant_comparison", "pred_vs_true", "bland_altman", "error_by_age")),
-        "<h2>Per age bin and sex (test)</h2>", _html_table(tables["age_bins_test"]),
+        "<h2>Per age bin and sex (test)</h2>", html_table(tables["age_bins_test"]),
         "<h2>Developmental stages (test)</h2>",
         _figure("figures/confusion.png", caption(captions, "confusion")),
-        _html_table(tables["stages_test"]),
-        "<h2>Training</h2>", _html_table(tables["training"]),
+        html_table(tables["stages_test"]),
+        "<h2>Training</h2>", html_table(tables["training"]),
         _figure("figures/training_curves.png", caption(captions, "training_curves")),
     ]
 
@@ -160,7 +169,7 @@ def _gradcam_section(tables, gradcams, captions) -> list[str]:
         "above the threshold the maps do not show what was learned. 'Map mass on the hand': the share of "
         "each test map's absolute mass inside the thresholded hand, against the hand's share of the image "
         "(what a uniform map would score); below it the model looks at the background.</p>",
-        _html_table(tables["gradcam"]),
+        html_table(tables["gradcam"]),
     ]
     for name in gradcams:
         parts.append(f"<h3>{html.escape(name)}</h3>")
@@ -175,15 +184,15 @@ def _qc_section(tables, facts, config, pre, captions) -> list[str]:
         "<h2>Preprocessing QC</h2>",
         f"<p>{pre['images_written']} images written, {pre['rows_rejected']} rows rejected. "
         f"Throughput {pre['timing']['images_per_s']} images/s on {pre['timing']['threads']} processes.</p>",
-        _html_table(tables["crop_methods"]),
+        html_table(tables["crop_methods"]),
         _figure("figures/contact_sheet.png", caption(captions, "contact_sheet")),
         "<h3>Rejected rows and images</h3>",
-        _html_table(rej) if len(rej) else "<p>None.</p>",
+        html_table(rej) if len(rej) else "<p>None.</p>",
         "<h3>Kept, but perhaps not hand radiographs</h3>",
         _doubts(pre),
-        "<h2>Data split</h2>", _html_table(tables["split"]),
-        "<h2>Run facts</h2>", _html_table(pd.DataFrame({"fact": list(facts), "value": list(map(str, facts.values()))})),
-        "<h3>Time per stage</h3>", _html_table(times) if len(times) else "<p>No benchmark files.</p>",
+        "<h2>Data split</h2>", html_table(tables["split"]),
+        "<h2>Run facts</h2>", html_table(pd.DataFrame({"fact": list(facts), "value": list(map(str, facts.values()))})),
+        "<h3>Time per stage</h3>", html_table(times) if len(times) else "<p>No benchmark files.</p>",
         "<h3>Configuration</h3>", f"<pre>{html.escape(json.dumps(config, indent=2, sort_keys=True))}</pre>",
     ]
 
@@ -204,7 +213,7 @@ def _comparisons(table: pd.DataFrame) -> list[str]:
                                                   f"({r.mae_diff:+.2f}, CI {r.ci_low:+.2f} to {r.ci_high:+.2f})"
                                                   for r in tied.itertuples()))
         parts.append(f"<p><b>{html.escape(str(subset))}</b> ({int(rows['n'].max())} images at most): {said}.</p>")
-    return parts + [_html_table(table)]
+    return parts + [html_table(table)]
 
 
 def page(metrics, tables, rank, base, facts, config, pre, gradcams, thresholds, captions) -> str:

@@ -12,9 +12,12 @@ Chronological age comes from the csv, else from DICOM PatientBirthDate and Study
 AcquisitionDate), else PatientAge.
 
 Writes ``predictions.csv`` and ``predictions.parquet`` (one row per input file, also for files that
-failed, with the error), the model inputs under ``images/``, and ``summary.json`` (counts, and MAE,
-RMSE, R2 and interval coverage where the csv gives ``boneage``); with ``--gradcam``, a signed
-Grad-CAM overlay per image under ``gradcam/`` and ``index.html`` listing every row. Nothing is written outside
+failed, with the error), the model inputs under ``images/``, ``summary.json`` (counts, and MAE,
+RMSE, R2 and interval coverage where the csv gives ``boneage``) and ``index.html``, a page listing
+every row (estimate and interval, both estimates where sex is unknown, chronological age and the
+difference, warnings and errors); with ``--gradcam`` a signed Grad-CAM overlay per image under
+``gradcam/`` on that page, with ``--stability`` each film's test-retest spread over retakes
+(:mod:`boneage.stability`). Nothing is written outside
 ``--out-dir``; file names from the inputs never become output paths. The exit status is the number
 of files that failed (at most 100; 0 with ``--keep-going``, as the Snakemake rule runs it) and 101
 when nothing could be predicted (a bad bundle or csv).
@@ -27,7 +30,6 @@ import logging
 import math
 import os
 import sys
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -36,124 +38,19 @@ import torch
 
 from .bundle import Bundle, BundleError
 from .data import load_images
-from .files import keep_freed_memory, setup_logging, usable_threads, write_json, write_table
-from .ingest import parse_sex
-from .inference import resolve_device
-from .intervals import coverage
+from .estimates import STAGE_THRESHOLDS, predict_files
+from .files import setup_logging
 from .layout import IMAGE_EXTENSIONS
-from .metrics import confidence, regression
+from .page import PAGE_CSS
+from .stability import Retakes
 from .uncertainty import Bootstrap
-from .radiograph import Settings, run_images
 
 log = logging.getLogger("boneage.predict")
 
-STAGE_THRESHOLDS = (120.0, 216.0)  # config evaluate.stage_thresholds_months' default (months)
 
-COLUMNS = ["id", "source_file", "sex", "sex_from", "boneage_months", "boneage_years", "interval_low_months",
-           "interval_high_months", "boneage_if_female_months", "boneage_if_male_months",
-           "chronological_age_months", "boneage_minus_chronological_months", "crop_method", "warnings", "error"]
-DICOM = (".dcm", ".dicom")
-
-
-def gather(inputs: list[str]) -> list[Path]:
-    """Image files named or found (recursively, sorted) in folders; a missing path stays in the
-    list and becomes a row with its error."""
-    files = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        else:
-            files.append(item)
-    return files
-
-
-def _dicom_date(value) -> date | None:
-    text = str(value or "").strip()
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) >= 8 else None
-    except ValueError:
-        return None
-
-
-def dicom_facts(path: Path) -> dict:
-    """Sex (1.0/0.0/NaN) and chronological age in months (NaN if unknown) from a DICOM header."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # the image reader reports the file's error
-        return {"male": np.nan, "age": np.nan}
-    sex = str(ds.get("PatientSex", "") or "").strip().upper()
-    male = 1.0 if sex == "M" else 0.0 if sex == "F" else np.nan
-    born = _dicom_date(ds.get("PatientBirthDate"))
-    seen = _dicom_date(ds.get("StudyDate")) or _dicom_date(ds.get("AcquisitionDate"))
-    age = np.nan
-    if born and seen and seen >= born:
-        age = (seen.year - born.year) * 12 + (seen.month - born.month) + (seen.day - born.day) / 30.4375
-    else:
-        text = str(ds.get("PatientAge", "") or "").strip().upper()  # e.g. 010Y, 006M, 020W, 100D
-        per_unit = {"Y": 12.0, "M": 1.0, "W": 12 / 52.1775, "D": 12 / 365.25}
-        if len(text) == 4 and text[:3].isdigit() and text[3] in per_unit:
-            age = int(text[:3]) * per_unit[text[3]]
-    return {"male": male, "age": age}
-
-
-def read_csv(path: Path | None) -> pd.DataFrame:
-    """The optional csv, indexed by id (str), with male (1/0/NaN), chronological age and boneage."""
-    if path is None:
-        return pd.DataFrame(columns=["male", "chronological_age_months", "boneage"])
-    df = pd.read_csv(path, dtype={"id": str})
-    if "id" not in df.columns:
-        raise ValueError(f"{path}: no 'id' column (expected id,male[,chronological_age_months][,boneage])")
-    df["male"] = df["male"].map(parse_sex) if "male" in df.columns else np.nan
-    for col in ("chronological_age_months", "boneage"):
-        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
-    return df.drop_duplicates("id").set_index("id")[["male", "chronological_age_months", "boneage"]]
-
-
-def describe(files: list[Path], table: pd.DataFrame) -> pd.DataFrame:
-    """One row per file: id, source, and the sex and age known before predicting."""
-    rows = []
-    for path in files:
-        known = table.loc[path.stem] if path.stem in table.index else None
-        facts = dicom_facts(path) if path.suffix.lower() in DICOM and path.is_file() else {"male": np.nan, "age": np.nan}
-        male, sex_from = np.nan, "unknown"
-        if known is not None and not math.isnan(known["male"]):
-            male, sex_from = known["male"], "csv"
-        elif not math.isnan(facts["male"]):
-            male, sex_from = facts["male"], "dicom"
-        age = known["chronological_age_months"] if known is not None else np.nan
-        rows.append({"id": path.stem, "source_file": str(path), "male": male, "sex_from": sex_from,
-                     "chronological_age_months": facts["age"] if np.isnan(age) else age,
-                     "boneage_true": known["boneage"] if known is not None else np.nan})
-    return pd.DataFrame(rows)
-
-
-def preprocess(files: list[Path], settings: Settings, out_dir: Path, threads: int) -> dict[int, dict]:
-    """The bundle's preprocessing on each file: position -> result (``image`` or ``reject``)."""
-    tasks = [(f"{k:06d}", str(p) if p.is_file() else None) for k, p in enumerate(files)]
-    return {int(r["id"]): r for r in run_images(tasks, settings, out_dir, threads)}
-
-
-def estimate(bundle: Bundle, rows: pd.DataFrame, out_dir: Path, device) -> pd.DataFrame:
-    """Bone age for the preprocessed rows (column ``image``); both sexes where sex is unknown."""
-    images = load_images(rows, out_dir)
-    male = torch.tensor(rows["male"].fillna(0.0).to_numpy(np.float32))
-    rows = rows.copy()
-    rows["boneage_months"] = bundle.predict(images, male, device)
-    unknown = rows["male"].isna().to_numpy()
-    if bundle.needs_sex and unknown.any():
-        for name, value in (("boneage_if_female_months", 0.0), ("boneage_if_male_months", 1.0)):
-            rows.loc[unknown, name] = bundle.predict(images[unknown], torch.full((int(unknown.sum()),), value), device)
-        rows.loc[unknown, "boneage_months"] = np.nan
-    return rows
-
-
-def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
-    """A signed Grad-CAM overlay per predicted image (``gradcam/<n>.png``; of the first member for
-    an ensemble) and ``index.html`` listing every row with its overlay."""
-    import html
-
+def gradcam_overlays(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> tuple[dict, str]:
+    """A signed Grad-CAM overlay per predicted image (``gradcam/<n>.png``; of the first member for an
+    ensemble): row index -> overlay path, and a sentence saying what the maps are."""
     import cv2
 
     from .cam import batched_maps, choose_layer, overlay_rgb
@@ -172,104 +69,110 @@ def gradcam_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> Path:
             name = f"gradcam/{Path(rows.loc[index, 'image']).stem}.png"
             cv2.imwrite(str(out_dir / name), cv2.cvtColor(overlay_rgb(x[k, 0].numpy(), maps[k]), cv2.COLOR_RGB2BGR))
             shown[index] = name
-    cells = []
+    return shown, (f"Signed Grad-CAM of {member['variant']} at {layer}: red raises the estimate, blue lowers it"
+                   + (" (girls' and boys' estimates alike: the map of the first)." if bundle.needs_sex else "."))
+
+
+def _months(value: float) -> str:
+    """Months with years and months, as a clinician reads an age: ``126.0 mo (10 y 6 mo)``."""
+    if pd.isna(value):
+        return ""
+    whole = int(round(abs(value)))
+    return f"{value:.1f} mo ({'-' if value < 0 else ''}{whole // 12} y {whole % 12} mo)"
+
+
+def _estimate_cell(value: float, halfwidth: float, label: str = "") -> str:
+    if pd.isna(value):
+        return ""
+    interval = "" if not math.isfinite(halfwidth) else (
+        f"<br><span class='ci'>interval {value - halfwidth:.0f}-{value + halfwidth:.0f} mo</span>")
+    return f"{label}{_months(value)}{interval}"
+
+
+def write_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path, gradcam: bool = False) -> Path:
+    """``index.html``: every row with its estimate and interval (both estimates where sex is unknown),
+    chronological age and the difference, the retest spread when measured, warnings and errors, and
+    with ``gradcam`` an overlay per image. Every text from the inputs is escaped."""
+    import html
+
+    shown, cam_note = gradcam_overlays(bundle, table, out_dir) if gradcam else ({}, "")
+    q = bundle.halfwidth
+    level = bundle.spec["interval"].get("level")
+    stability = table["retest_sd_months"].notna().any()
+    head = ["file", "sex", "bone age", "chronological age", "bone age - chronological", *(
+        ["retest SD / max-min"] if stability else []), "crop", "warnings and errors", *(["Grad-CAM"] if gradcam else [])]
+    rows = []
     for index, r in table.iterrows():
-        estimate = "" if pd.isna(r["boneage_months"]) else (
-            f"{r['boneage_months']:.1f} mo ({r['interval_low_months']:.0f}-{r['interval_high_months']:.0f})")
-        image = f"<img src='{shown[index]}' width='160'>" if index in shown else ""
-        cells.append(f"<tr><td>{html.escape(str(r['id']))}</td><td>{estimate}</td><td>{html.escape(r['sex'])}</td>"
-                     f"<td>{html.escape(str(r['warnings']))} {html.escape(str(r['error']))}</td><td>{image}</td></tr>")
+        if pd.isna(r["boneage_months"]) and pd.notna(r["boneage_if_female_months"]):
+            estimate = (_estimate_cell(r["boneage_if_female_months"], q, "if a girl: ") + "<br>"
+                        + _estimate_cell(r["boneage_if_male_months"], q, "if a boy: "))
+        else:
+            estimate = _estimate_cell(r["boneage_months"], q)
+        diff = r["boneage_minus_chronological_months"]
+        problems = "; ".join(html.escape(str(t)) for t in (r["warnings"], r["error"]) if t)
+        cells = [f"{html.escape(str(r['id']))}<br><span class='ci'>{html.escape(Path(r['source_file']).name)}</span>",
+                 f"{html.escape(r['sex'])}<br><span class='ci'>{html.escape(r['sex_from'])}</span>", estimate,
+                 _months(r["chronological_age_months"]), "" if pd.isna(diff) else f"{diff:+.1f} mo",
+                 *([] if not stability else [
+                     "" if pd.isna(r["retest_sd_months"]) else
+                     f"{r['retest_sd_months']:.1f} / {r['retest_range_months']:.1f} mo"]),
+                 html.escape(str(r["crop_method"] or "")), f"<span class='warn'>{problems}</span>",
+                 *([f"<img src='{shown[index]}' width='160' alt='Grad-CAM'>" if index in shown else ""]
+                   if gradcam else [])]
+        left = {0, len(cells) - 1 - gradcam}  # file and warnings read as text
+        rows.append("<tr>" + "".join(f"<td class='l'>{c}</td>" if k in left else f"<td>{c}</td>"
+                                     for k, c in enumerate(cells)) + "</tr>")
+    interval = (f"the bundle's {level:.0%} prediction interval (split conformal, ±{q:.1f} months)"
+                if math.isfinite(q) and level else "no interval (too few images to fit one)")
+    calibration = bundle.spec.get("calibration")
     page = out_dir / "index.html"
     page.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>Bone age predictions</title></head><body>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>Bone age predictions</title>"
+        f"<style>{PAGE_CSS}</style></head><body>"
         f"<h1>Bone age predictions: {html.escape(str(bundle.spec['variant']))}</h1>"
-        f"<p>Signed Grad-CAM of {html.escape(str(member['variant']))} at {html.escape(layer)}: red raises the "
-        "estimate, blue lowers it. Interval: the bundle's split-conformal interval. Research use only.</p>"
-        "<table border='1' cellpadding='4'><tr><th>id</th><th>bone age (interval)</th><th>sex</th>"
-        "<th>warnings</th><th>Grad-CAM</th></tr>" + "".join(cells) + "</table></body></html>")
+        f"<p class='headline'>{int((table['error'] == '').sum())} of {len(table)} files predicted. Research use "
+        "only; not a medical device.</p>"
+        f"<p class='note'>Bone age in months (years and months); beneath it {interval}. Where the sex is unknown "
+        "and the model needs it, both estimates are given and neither is chosen. Chronological age from the csv "
+        "or the DICOM header (birth and study dates, else PatientAge)."
+        + (f" The estimates are calibrated to a local set of {sum(calibration['n'].values())} films "
+           f"({html.escape(str(calibration.get('parent_variant', '')))} refitted per sex)." if calibration else "")
+        + (" Retest: SD and max - min of the estimates over re-positioned, re-exposed retakes of the film "
+           "(boneage.stability)." if stability else "")
+        + (f" {html.escape(cam_note)}" if gradcam else "") + "</p>"
+        "<table class='t'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows)
+        + "</table></body></html>")
     return page
 
 
 def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, device_name: str = "auto",
         threads: int = 1, gradcam: bool = False, thresholds=STAGE_THRESHOLDS,
-        bootstrap: Bootstrap = Bootstrap()) -> pd.DataFrame:
-    device = resolve_device(device_name)
-    threads = usable_threads(threads)
-    torch.set_num_threads(threads)
-    keep_freed_memory()
-    bundle = Bundle.load(bundle_dir, device)
-    settings = Settings(**{**bundle.spec["preprocess"],
-                           "mediapipe_renderings": tuple(bundle.spec["preprocess"]["mediapipe_renderings"])})
-    files = gather(inputs)
-    table = describe(files, read_csv(csv))
-    results = preprocess(files, settings, out_dir, threads)
-    table["image"] = [results[k].get("image") for k in range(len(files))]
-    table["crop_method"] = [results[k].get("crop_method", "") for k in range(len(files))]
-    table["error"] = [results[k].get("reject", "") for k in range(len(files))]
-    for k, path in enumerate(files):
-        if not path.is_file():
-            table.loc[k, "error"] = f"file not found: {path}"
-    ok = table["error"] == ""
-    if ok.any():
-        table = pd.concat([estimate(bundle, table[ok], out_dir, device), table[~ok]]).sort_index()
-    table = finish(table, bundle)
-    write_table(table[COLUMNS], out_dir / "predictions.csv")
-    write_table(table[COLUMNS], out_dir / "predictions.parquet")
-    write_json(out_dir / "summary.json", summarise(table, bundle, thresholds, bootstrap))
-    if gradcam:
-        log.info("Grad-CAM page: %s", gradcam_page(bundle, table, out_dir))
+        bootstrap: Bootstrap = Bootstrap(), retakes: Retakes = Retakes(0)) -> pd.DataFrame:
+    """Predict ``inputs`` (:func:`boneage.estimates.predict_files`) and write the page."""
+    table, bundle = predict_files(inputs, csv, bundle_dir, out_dir, device_name, threads, thresholds, bootstrap,
+                                  retakes)
+    log.info("page: %s", write_page(bundle, table, out_dir, gradcam))
     return table
-
-
-def finish(table: pd.DataFrame, bundle: Bundle) -> pd.DataFrame:
-    """Years, interval, age difference, sex label and warnings, from the estimates."""
-    for col in ("boneage_months", "boneage_if_female_months", "boneage_if_male_months"):
-        if col not in table:
-            table[col] = np.nan
-    q = bundle.halfwidth
-    table["boneage_years"] = table["boneage_months"] / 12
-    table["interval_low_months"] = table["boneage_months"] - q
-    table["interval_high_months"] = table["boneage_months"] + q
-    table["boneage_minus_chronological_months"] = table["boneage_months"] - table["chronological_age_months"]
-    table["sex"] = table["male"].map(lambda m: "unknown" if pd.isna(m) else "M" if m else "F")
-    warnings = []
-    for r in table.itertuples():
-        w = []
-        if r.error:
-            w.append("image unusable")
-        elif r.crop_method in ("classical", "full"):
-            w.append("crop fell back to " + ("thresholding" if r.crop_method == "classical" else "the whole image"))
-        if r.sex == "unknown" and bundle.needs_sex and not r.error:
-            w.append("sex missing: estimated for both sexes")
-        warnings.append("; ".join(w))
-    table["warnings"] = warnings
-    return table
-
-
-def summarise(table: pd.DataFrame, bundle: Bundle, thresholds=STAGE_THRESHOLDS,
-              bootstrap: Bootstrap = Bootstrap()) -> dict:
-    labelled = table.dropna(subset=["boneage_true", "boneage_months"])
-    out = {"bundle": str(bundle.path), "variant": bundle.spec["variant"], "files": int(len(table)),
-           "predicted": int((table["error"] == "").sum()), "failed": int((table["error"] != "").sum()),
-           "interval": bundle.spec["interval"]}
-    if len(labelled):
-        true, pred = labelled["boneage_true"].to_numpy(), labelled["boneage_months"].to_numpy()
-        out["labelled"] = {**regression(true, pred),
-                           "interval_coverage": coverage(true, pred, bundle.halfwidth)["coverage"],
-                           "ci95": confidence(true, pred, labelled["male"].astype(float), thresholds, bootstrap)}
-    return out
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="*", help="image files and/or folders (searched recursively)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Reads PNG (8- and 16-bit), JPEG, WebP and DICOM (.dcm, "
+        ".dicom; MONOCHROME1 and 2, 8-16 bit, rescale and window from the header; sex from PatientSex, age from "
+        "PatientBirthDate and StudyDate or PatientAge). Writes predictions.csv/.parquet, summary.json and "
+        "index.html in --out-dir.")
+    parser.add_argument("inputs", nargs="*", help="image files and/or folders (searched recursively): "
+                        f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
     parser.add_argument("--bundle", required=True, help="a bundle folder (results/bundles/<variant>)")
     parser.add_argument("--csv", default=None, help="id,male[,chronological_age_months][,boneage]")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--gradcam", action="store_true",
-                        help="also a signed Grad-CAM overlay per image and index.html listing them all")
+                        help="also a signed Grad-CAM overlay per image, shown on index.html")
+    parser.add_argument("--stability", type=int, nargs="?", const=Retakes.views, default=0, metavar="VIEWS",
+                        help="each film's test-retest spread (SD, max - min in months) over VIEWS re-positioned, "
+                        f"re-exposed retakes (default {Retakes.views}; boneage.stability)")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, default=STAGE_THRESHOLDS,
                         metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months, for the stage accuracy "
                         "where the csv gives boneage (default %(default)s)")
@@ -285,7 +188,7 @@ def main(argv=None) -> None:
     try:
         table = run(args.inputs, Path(args.csv) if args.csv else None, Path(args.bundle), Path(args.out_dir),
                     args.device, args.threads, args.gradcam, tuple(args.stage_thresholds),
-                    Bootstrap.from_args(args))
+                    Bootstrap.from_args(args), Retakes(max(0, args.stability)))
     except (BundleError, ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(101)

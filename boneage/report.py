@@ -23,7 +23,7 @@ from .page import GRADCAM_KINDS, gradcam_suffix, page
 from .plots import FIGURES
 from .provenance import git_commit, package_versions
 from .tables import (ci_text, comparisons_table, external_table, folds_table, gradcam_table, markdown, metrics_table,
-                     ranking, seeds_table, stage_table, stage_times)
+                     ranking, seeds_table, stability_table, stage_table, stage_times)
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.report")
@@ -111,6 +111,7 @@ def _tables(inputs: Inputs, metrics, preds, summaries, cams, bin_months) -> dict
     return {
         "comparisons": comparisons_table(_errors(inputs, preds), inputs.bootstrap),
         "seeds": seeds_table(metrics),
+        "stability": stability_table(metrics),
         "metrics_test": metrics_table(metrics, "test"),
         "metrics_val": metrics_table(metrics, "val"),
         "stages_test": stage_table(metrics),

@@ -28,6 +28,7 @@ import pandas as pd
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 from .metrics import add_scoring_arguments, score
+from .stability import mean_of as retakes_mean, summary_of
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.seeds")
@@ -40,7 +41,8 @@ class SeedsError(ValueError):
 
 
 def combine_seeds(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """The mean of the seed models' ``pred_raw`` and ``pred`` per image; all scored the same images."""
+    """The mean of the seed models' ``pred_raw``, ``pred`` and retake estimates per image; all scored the
+    same images."""
     tables = [t.sort_values(["subset", "id"]).reset_index(drop=True) for t in tables]
     for t in tables[1:]:
         if not t[["id", "subset"]].equals(tables[0][["id", "subset"]]):
@@ -48,7 +50,7 @@ def combine_seeds(tables: list[pd.DataFrame]) -> pd.DataFrame:
     out = tables[0][["id", "subset", "boneage", "male"]].copy()
     for column in ("pred_raw", "pred"):
         out[column] = np.mean([t[column].to_numpy(float) for t in tables], axis=0)
-    return out
+    return out.assign(**retakes_mean(tables))
 
 
 def spread(seeds: list[int], metrics: list[dict]) -> tuple[list[dict], dict]:
@@ -73,6 +75,7 @@ def run(variant: str, members: list[tuple[int, Path, Path]], predictions_path: P
     extra = {"variant": f"{variant}_seeds", "seeds": rows, "seed_spread": summary,
              "test_is": f"mean of the {len(members)} seed models' predictions"}
     extra["interval"] = add_interval(pred, interval_level)
+    extra["stability"] = summary_of(pred, (member_metrics[0].get("stability") or {}).get("seed"))
     metrics = score(pred, member_metrics[0]["baseline_train_mean_months"], thresholds, extra, bootstrap)
     write_table(pred, predictions_path)
     write_json(metrics_path, metrics)

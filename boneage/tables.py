@@ -106,6 +106,17 @@ def seeds_table(metrics: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "seed", "val MAE", "test MAE", "test RMSE", "test R2"])
 
 
+def stability_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """Test-retest stability per model (metrics.json ``stability``, boneage/stability.py): the spread
+    of each test film's estimate over its retakes, median and 95th percentile over the films."""
+    rows = [{"model": name, "films": s["n"], "retakes": s["views"], "SD median": s["sd_median_months"],
+             "SD 95th pct": s["sd_p95_months"], "max-min median": s["range_median_months"],
+             "max-min 95th pct": s["range_p95_months"]}
+            for name, m in metrics.items() if (s := m.get("stability")) and s.get("n")]
+    return pd.DataFrame(rows, columns=["model", "films", "retakes", "SD median", "SD 95th pct", "max-min median",
+                                       "max-min 95th pct"])
+
+
 def _mean_sd(spread: dict, key: str, digits: int = 2) -> str:
     mean, sd = spread[f"{key}_mean"], spread[f"{key}_sd"]
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"

@@ -105,15 +105,20 @@ def intervals(true, pred, male, stage_ok=None, bootstrap: Bootstrap = Bootstrap(
     return out
 
 
-def paired_difference(abs_err_a, abs_err_b, bootstrap: Bootstrap = Bootstrap()) -> tuple[float, float, float]:
-    """MAE of model a minus MAE of model b on the same images (row i of both is image i), and the
-    95 % paired-bootstrap interval of that difference."""
-    d = np.asarray(abs_err_a, float) - np.asarray(abs_err_b, float)
+def mean_interval(values, bootstrap: Bootstrap = Bootstrap()) -> tuple[float, float, float]:
+    """The mean of one value per image (an error, a signed residual) and its 95 % bootstrap interval."""
+    d = np.asarray(values, float)
     if not len(d):
         return float("nan"), float("nan"), float("nan")
     means = np.concatenate([d[idx].mean(axis=1) for idx in bootstrap.draws(len(d))])
     low, high = _percentiles(means)
     return float(d.mean()), low, high
+
+
+def paired_difference(abs_err_a, abs_err_b, bootstrap: Bootstrap = Bootstrap()) -> tuple[float, float, float]:
+    """MAE of model a minus MAE of model b on the same images (row i of both is image i), and the
+    95 % paired-bootstrap interval of that difference."""
+    return mean_interval(np.asarray(abs_err_a, float) - np.asarray(abs_err_b, float), bootstrap)
 
 
 def verdict(name_a: str, name_b: str, low: float, high: float) -> str:

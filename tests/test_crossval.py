@@ -82,6 +82,9 @@ def test_three_folds_give_three_fold_models_out_of_fold_metrics_and_a_fold_ensem
     assert np.allclose(mean.sort_index(), sum(tests).sort_index() / 3)  # test: the folds' mean
     ensemble = json.loads((r / "evaluate" / "ensemble" / "metrics.json").read_text())
     assert set(ensemble["weights"]) == {"resnet18", "resnet18_folds"}
+    for name in ("resnet18_folds", "ensemble"):  # combined models' test-retest spread, from their members'
+        stable = json.loads((r / "evaluate" / name / "metrics.json").read_text())["stability"]
+        assert stable["views"] == 8 and stable["n"] == ensemble["test"]["n"] and stable["sd_median_months"] > 0
     table = pd.read_csv(r / "report" / "tables" / "folds.csv")
     assert list(table["fold"].astype(str))[:3] == ["0", "1", "2"] and len(table) == 4
     assert "Cross-validation" in (r / "report" / "index.html").read_text()
@@ -108,6 +111,11 @@ def test_repeats_train_seed_models_as_jobs_with_their_spread_and_a_seed_ensemble
     pred = pd.read_parquet(r / "evaluate" / "resnet18_seeds" / "predictions.parquet").set_index(["subset", "id"])
     mean = sum(pd.read_parquet(p / "predictions.parquet").set_index(["subset", "id"])["pred"] for p in members) / 2
     assert np.allclose(pred["pred"], mean.loc[pred.index])  # the seed ensemble: the seeds' mean, val and test
+    for column in ("retake_1", "retake_8"):  # its retakes too, so its test-retest spread is its own
+        retaken = sum(pd.read_parquet(p / "predictions.parquet").set_index(["subset", "id"])[column] for p in members)
+        assert np.allclose(pred[column], retaken.loc[pred.index] / 2, equal_nan=True)
+    assert metrics["stability"]["views"] == 8 and metrics["stability"]["n"] == metrics["test"]["n"]
+    assert json.loads((r / "bundles" / "resnet18_seeds" / "bundle.json").read_text())["stability"] == metrics["stability"]
     assert metrics["test"]["ci95"]["mae"][0] <= metrics["test"]["mae"] <= metrics["test"]["ci95"]["mae"][1]
     table = pd.read_csv(r / "report" / "tables" / "seeds.csv", dtype=str)
     assert list(table["seed"])[:2] == ["42", "43"] and len(table) == 4

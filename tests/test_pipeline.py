@@ -42,6 +42,11 @@ def test_all_outputs_are_there(run_dir):
             for key in ("mae", "rmse", "r2", "mae_male", "mae_female"):
                 assert ci[key][0] <= s[key] <= ci[key][1], (variant, subset, key)
             assert ci["stage_accuracy"][0] <= s["stage"]["accuracy"] <= ci["stage_accuracy"][1]
+        stable = metrics["stability"]  # test-retest spread of every test film over 8 retakes
+        assert stable["views"] == 8 and stable["n"] == metrics["test"]["n"]
+        assert 0 < stable["sd_median_months"] <= stable["sd_p95_months"] <= stable["range_p95_months"]
+        bundle = json.loads((r / "bundles" / variant / "bundle.json").read_text())
+        assert bundle["stability"] == stable
         card = json.loads((r / "models" / variant / "model_card.json").read_text())
         assert card["variant"] == variant and card["output"]["boneage"] == "months"
         assert card["data"]["split_sha256"] and card["data"]["labels_sha256"] == dataset["labels_sha256"]
@@ -63,6 +68,7 @@ def test_report_names_only_files_that_exist(run_dir):
                   "rejects", "split", "stage_times", "comparisons"):
         assert (report / "tables" / f"{table}.csv").is_file() and (report / "tables" / f"{table}.md").is_file()
     assert "MAE" in page and "training mean" in page and "MAE [95 % CI]" in page and "Paired comparisons" in page
+    assert "Test-retest stability" in page
     pairs = pd.read_csv(report / "tables" / "comparisons.csv")  # 3 models, 2 subsets: 3 pairs each
     assert list(pairs.columns[:9]) == ["subset", "model_a", "model_b", "n", "mae_a", "mae_b", "mae_diff", "ci_low",
                                        "ci_high"] and len(pairs) == 6
@@ -248,7 +254,8 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "boneage.predict", str(inputs), str(tmp_path / "missing.jpg"),
                            "--bundle", str(run_dir / "results" / "bundles" / "efficientnet_lite0_sex"),
-                           "--out-dir", str(out), "--threads", "1", "--gradcam"], cwd=REPO, capture_output=True,
+                           "--out-dir", str(out), "--threads", "1", "--gradcam", "--stability", "3"], cwd=REPO,
+                          capture_output=True,
                           text=True)
     assert proc.returncode == 3, proc.stderr[-3000:]  # three files failed
     rows = pd.read_csv(out / "predictions.csv", dtype={"id": str}).set_index("id")
@@ -262,13 +269,18 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
         assert rows.loc[file, "boneage_months"] == pytest.approx(rows.loc["twin", f"boneage_if_{sex}_months"],
                                                                  abs=SAME_MONTHS)
     assert pd.isna(rows.loc["twin", "boneage_months"]) and "sex missing" in rows.loc["twin", "warnings"]
+    assert (rows.loc[["twin", "girl", "boy"], "retest_range_months"] > 0).all()
+    assert rows.loc[["corrupt", "notes"], "retest_sd_months"].isna().all()
     assert rows.loc["girl", "boneage_minus_chronological_months"] == pytest.approx(
         rows.loc["girl", "boneage_months"] - 120.0)
     assert rows.loc["corrupt", "error"].startswith("undecodable DICOM")
     assert rows.loc["notes", "error"].startswith("undecodable image data")
     assert rows.loc["missing", "error"].startswith("file not found")
     assert len(list((out / "gradcam").glob("*.png"))) == 3  # one overlay per predicted image
-    assert (out / "index.html").read_text().count("<tr>") == 7  # header + every file
+    page = (out / "index.html").read_text()
+    assert page.count("<tr>") == 7  # header + every file
+    assert "if a girl: " in page and "if a boy: " in page  # both estimates for the film of unknown sex
+    assert "120.0 mo (10 y 0 mo)" in page and "<style>" in page  # chronological age; the report's look
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", "out"] + [p.name for p in tmp_path.glob("tmp*.dcm")])
 
 

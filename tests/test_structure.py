@@ -64,13 +64,21 @@ def test_preprocessing_defaults_in_code_equal_the_schema():
 
 
 def test_evaluation_defaults_in_code_equal_the_schema():
-    from boneage.predict import STAGE_THRESHOLDS
+    from dataclasses import fields
+
+    from boneage.calibrate import Settings as Calibration
+    from boneage.estimates import STAGE_THRESHOLDS
+    from boneage.stability import Retakes
     from boneage.uncertainty import Bootstrap
 
     evaluate = SCHEMA["properties"]["evaluate"]["properties"]
     assert Bootstrap.resamples == evaluate["bootstrap_resamples"]["default"]
     assert Bootstrap.seed == evaluate["bootstrap_seed"]["default"]
     assert list(STAGE_THRESHOLDS) == evaluate["stage_thresholds_months"]["default"]
+    assert (Retakes.views, Retakes.seed) == (evaluate["stability_views"]["default"], evaluate["stability_seed"]["default"])
+    calibrate = SCHEMA["properties"]["calibrate"]["properties"]
+    for f in fields(Calibration):
+        assert getattr(Calibration, f.name) == calibrate[f.name]["default"], f"calibrate.Settings.{f.name}"
 
 
 def test_choice_lists_in_code_equal_the_schema():

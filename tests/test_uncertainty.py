@@ -110,8 +110,8 @@ def test_the_comparison_table_pairs_models_on_their_shared_images_and_the_headli
 
 
 def test_report_tables_put_each_interval_beside_its_figure_and_escape_the_data_sets_text():
-    from boneage.page import _html_table
+    from boneage.page import html_table
 
-    table = _html_table(pd.DataFrame({"id": ["<script>alert(1)</script>"], "MAE": [8.064], "MAE 95 % CI": ["[7.75, 8.39]"]}))
+    table = html_table(pd.DataFrame({"id": ["<script>alert(1)</script>"], "MAE": [8.064], "MAE 95 % CI": ["[7.75, 8.39]"]}))
     assert "<script>" not in table and "&lt;script&gt;" in table
     assert "MAE [95 % CI]" in table and "8.064<br><span class='ci'>[7.75, 8.39]</span>" in table

@@ -232,6 +232,12 @@ def bootstrap_args():
     return f"--bootstrap-resamples {e['bootstrap_resamples']} --bootstrap-seed {e['bootstrap_seed']}"
 
 
+def stability_args():
+    """The test-retest retakes of evaluation and the external test (boneage/stability.py)."""
+    e = config["evaluate"]
+    return f"--stability-views {e['stability_views']} --stability-seed {e['stability_seed']}"
+
+
 # An external labelled test set, predicted by every bundle (workflow/rules/predict.smk).
 EXTERNAL = None
 if config["external_test"]:
@@ -262,6 +268,28 @@ def predict_bundle():
             "'ensemble', nor a folder with bundle.json"
         )
     return name
+
+
+def calibrate_bundle_name():
+    """config calibrate.bundle, or the ensemble when configured, else the first variant."""
+    name = config["calibrate"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
+    if name not in BUNDLE_NAMES:
+        raise WorkflowError(
+            f"config key calibrate.bundle: {name!r} is not a bundle of this run ({', '.join(BUNDLE_NAMES)})"
+        )
+    return name
+
+
+def calibrate_local(wildcards):
+    """The local labelled films of config calibrate (their csv is an input: editing it re-runs)."""
+    c = config["calibrate"]
+    if not c["images"] or not c["csv"]:
+        raise WorkflowError(
+            "the calibrate target needs config keys calibrate.images (the local films) and calibrate.csv "
+            "(id,male,boneage) in an overlay (--configfile my_calibrate.yaml), for example\n"
+            "calibrate:\n  images: [local_films]\n  csv: local.csv"
+        )
+    return c["csv"]
 
 
 def predict_inputs():

@@ -30,6 +30,7 @@ rule evaluate_variant:
         thresholds=stage_thresholds(),
         level=config["evaluate"]["interval_level"],
         bootstrap=bootstrap_args(),
+        stability=stability_args(),
         device=config["device"],
     shell:
         "python -m boneage.evaluate --model {input.model} --index {input.index} --split {input.split} "
@@ -37,7 +38,7 @@ rule evaluate_variant:
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
         "--train-summary {input.summary} {params.tta} {params.bias} "
         "--stage-thresholds {params.thresholds} --interval-level {params.level} {params.bootstrap} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "{params.stability} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule crossval:

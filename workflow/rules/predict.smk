@@ -146,3 +146,48 @@ rule external_test:
         "--stage-thresholds {params.thresholds} {params.bootstrap} "
         "--out-dir results/external/{wildcards.bundle} --device {params.device} --threads {threads} "
         "--keep-going > {log} 2>&1"
+
+
+rule calibrate_bundle:
+    """A bundle fitted to local labelled films (config calibrate): per-sex linear calibration shrunk
+    toward no change, cross-fitted before/after figures, local interval -> a new bundle.
+    """
+    input:
+        bundle="results/bundles/{bundle}",
+        csv=calibrate_local,
+    output:
+        bundle=directory("results/calibrate/{bundle}/bundle"),
+        parent=directory("results/calibrate/{bundle}/parent"),
+        json="results/calibrate/{bundle}/calibration.json",
+        html="results/calibrate/{bundle}/calibration.html",
+    log:
+        "results/logs/calibrate/{bundle}.log",
+    benchmark:
+        "results/benchmarks/calibrate/{bundle}.tsv"
+    wildcard_constraints:
+        bundle="|".join(sorted(BUNDLE_NAMES, key=len, reverse=True)),
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=gpus,
+    params:
+        images=" ".join(shlex.quote(str(p)) for p in config["calibrate"]["images"]),
+        min_films=config["calibrate"]["min_films_per_sex"],
+        folds=config["calibrate"]["folds"],
+        seed=config["calibrate"]["seed"],
+        bootstrap=bootstrap_args(),
+        device=config["device"],
+    shell:
+        "python -m boneage.calibrate --bundle {input.bundle} --images {params.images} --csv {input.csv:q} "
+        "--min-films-per-sex {params.min_films} --folds {params.folds} "
+        "--seed {params.seed} {params.bootstrap} --out-dir results/calibrate/{wildcards.bundle} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule calibrate:
+    """Target: the configured bundle calibrated to the local films (config calibrate)."""
+    input:
+        lambda w: f"results/calibrate/{calibrate_bundle_name()}/bundle",
