@@ -1,7 +1,9 @@
-"""The training and validation sets as tensors, and the batches of an epoch.
+"""The training and validation sets, and the batches of an epoch.
 
-A subset of the split is one uint8 tensor (N, 1, S, S) with its targets; :func:`place` puts it on the
-GPU when it fits in half the free memory, else it stays on the host and :class:`Batches` streams it.
+A subset of the split is its uint8 images (N, 1, S, S) with its targets. The images come from the
+image store (:mod:`boneage.store`) or, without one, from the PNGs; :func:`place` keeps them where
+``data.resident`` says: on the GPU, in host memory (:class:`Batches` streams them to the device), or
+on disk (each batch read from the store).
 """
 
 from __future__ import annotations
@@ -15,45 +17,50 @@ import pandas as pd
 import torch
 
 from .data import load_images
+from .store import DiskImages, choose, open_rows
 
 log = logging.getLogger("boneage.batches")
 
 
 @dataclass
 class Data:
-    images: torch.Tensor  # uint8 (N, 1, S, S)
+    images: torch.Tensor | DiskImages  # uint8 (N, 1, S, S)
     boneage: torch.Tensor  # float32 months
     male: torch.Tensor  # float32 0/1
     ids: list
 
 
-def load_subset(index: pd.DataFrame, split: pd.DataFrame, subset: str, root: Path, threads: int) -> Data:
+def load_subset(index: pd.DataFrame, split: pd.DataFrame, subset: str, root: Path, threads: int,
+                store: Path | None = None) -> Data:
+    """A subset's targets, and its images: from the PNGs, or left in ``store`` to be placed."""
     ids = set(split.loc[split["subset"] == subset, "id"].astype(str))
     rows = index[index["id"].astype(str).isin(ids)].sort_values("id", kind="stable")
     if rows.empty:
         raise ValueError(f"no '{subset}' images in the split")
-    return Data(load_images(rows, root, threads), torch.tensor(rows["boneage"].to_numpy(np.float32)),
+    images = open_rows(store, index, rows) if store is not None else load_images(rows, root, threads)
+    return Data(images, torch.tensor(rows["boneage"].to_numpy(np.float32)),
                 torch.tensor(rows["male"].to_numpy(np.float32)), rows["id"].astype(str).tolist())
 
 
-def place(data: Data, device: torch.device, fraction_of_free: float = 0.5) -> Data:
-    """Move the images to the device when they take at most half its free memory, else keep them
-    on the host (batches are then gathered into pinned memory, see :class:`Batches`)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if data.images.numel() <= fraction_of_free * free:
-            return Data(data.images.to(device), data.boneage.to(device), data.male.to(device), data.ids)
-        log.warning("images (%.2f GB) do not fit in half the free GPU memory; streaming from host memory",
-                    data.images.numel() / 1e9)
-        return Data(data.images, data.boneage.to(device), data.male.to(device), data.ids)
-    return data
+def place(data: Data, device: torch.device, resident: str = "auto") -> Data:
+    """The images where ``resident`` (``data.resident``, resolved by :func:`boneage.store.choose`)
+    says; targets on the device."""
+    where = choose(resident, data.images.numel(), device)
+    images = data.images
+    if where in ("gpu", "host") and isinstance(images, DiskImages):
+        images = images.load()
+    if where == "gpu":
+        images = images.to(device)
+    elif where == "disk" and not isinstance(images, DiskImages):
+        raise ValueError("data.resident: disk needs the image store (train --store; the store rule)")
+    return Data(images, data.boneage.to(device), data.male.to(device), data.ids)
 
 
 class Batches:
     """uint8 image batches on ``device`` for the indices of one epoch's permutation.
 
-    When the images live on the device this is an index. Otherwise (the set is larger than half the
-    GPU memory) each batch is gathered with ``index_select`` into one of two reused host buffers,
+    When the images live on the device this is an index. Otherwise (in host memory, or on disk:
+    ``data.resident``) each batch is gathered (read from the store) with ``index_select`` into one of two reused host buffers,
     pinned on CUDA, and copied asynchronously; before a buffer is refilled the host waits for its
     previous copy only (a CUDA event), not for the GPU's work. The permutation is copied to the host
     once per epoch, not every step. ``stream=True`` takes this path on a CPU-only machine too (the
@@ -82,7 +89,10 @@ class Batches:
         if self.copied[k] is not None:
             self.copied[k].synchronize()
         out = self.buffers[k][:stop - start]
-        torch.index_select(self.images, 0, self.host_perm[start:stop], out=out)
+        if isinstance(self.images, DiskImages):
+            self.images.read_into(self.host_perm[start:stop].numpy(), out)
+        else:
+            torch.index_select(self.images, 0, self.host_perm[start:stop], out=out)
         batch = out.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             self.copied[k] = torch.cuda.Event()

@@ -15,6 +15,31 @@ SEEDS_SUFFIX = "_seeds"  # <variant>_seeds: the seed ensemble of a variant (repe
 NOT_TRAINING = ("augment", "repeats")  # model keys that are not plain training settings
 
 
+def typed(value, schema: dict):
+    """``value`` with the strings of nested keys given on the command line turned into the numbers
+    and booleans the schema asks for. Snakemake reads ``--config 'preprocess={"shards": 3}'`` with
+    YAML's BaseLoader, so every scalar inside arrives as a string; a key whose schema admits a string
+    keeps it."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: typed(v, props.get(k, {})) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if "string" in kinds:
+        return value
+    for kind, cast in (("integer", int), ("number", float)):
+        if kind in kinds:
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    if "boolean" in kinds and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
 def model_list(config: dict, key: str, fold_ensembles: bool = False) -> list[str]:
     """Model names from a YAML list or a comma-separated string (``variants=a,b`` on the CLI);
     with ``fold_ensembles``, ``<model>_folds`` names a model's fold ensemble."""

@@ -36,6 +36,7 @@ from .inference import load_model, model_meta, predict, resolve_device
 from .intervals import add_interval
 from .metrics import apply_bias_correction, corrected, score
 from .provenance import model_card
+from .store import RESIDENT, choose, open_rows, subset
 from .stability import RETAKE, Retakes, estimates, summary_of
 from .tables import ci_text
 from .uncertainty import Bootstrap
@@ -61,7 +62,8 @@ class Settings:
 
 
 def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: Path, metrics_path: Path,
-        settings: Settings, device_name: str = "auto", threads: int = 1) -> dict:
+        settings: Settings, device_name: str = "auto", threads: int = 1, store: Path | None = None,
+        resident: str = "auto") -> dict:
     """Predict the validation and test splits, correct, add intervals, score; writes the predictions
     (parquet) and metrics (JSON) and returns the metrics."""
     device = resolve_device(device_name)
@@ -72,7 +74,12 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     index = pd.read_parquet(index_path)
     split = pd.read_csv(split_path, dtype={"id": str})
     rows = subset_table(index, split)
-    images = load_images(rows, index_path.parent, threads)
+    if store is None:
+        images = load_images(rows, index_path.parent, threads)
+    else:
+        images = open_rows(store, index, rows)
+        where = choose(resident, images.numel(), device)
+        images = images.load() if where in ("gpu", "host") else images  # predict moves each batch
     male = torch.tensor(rows["male"].to_numpy(np.float32))
     hflip = bool(spec.get("augment", {}).get("hflip", False))
     args = (model, images, male, spec["input_size"], meta["target_mean"], meta["target_std"], device)
@@ -89,7 +96,7 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
         pred["pred"] = pred[column]
     extra["interval"] = add_interval(pred, settings.interval_level)
     test = (pred["subset"] == "test").to_numpy()
-    test_images, test_male = images[test], male[test]
+    test_images, test_male = subset(images, test), male[test]
 
     def final(rows: slice, x: torch.Tensor):
         months = predict(model, x, test_male[rows], spec["input_size"], meta["target_mean"], meta["target_std"],
@@ -143,6 +150,9 @@ def main(argv=None) -> None:
                         help="coverage of the conformal prediction interval fitted on validation")
     Bootstrap.add_arguments(parser)
     Retakes.add_arguments(parser)
+    parser.add_argument("--store", default=None, help="the image store (rule store); default: read the PNGs")
+    parser.add_argument("--resident", default="auto", choices=RESIDENT,
+                        help="host: the validation and test images in memory; disk: read per batch (needs --store)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
@@ -151,7 +161,7 @@ def main(argv=None) -> None:
         settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level,
                             Bootstrap.from_args(args), Retakes.from_args(args))
         metrics = run(Path(args.model), Path(args.index), Path(args.split), Path(args.predictions), Path(args.metrics),
-                      settings, args.device, args.threads)
+                      settings, args.device, args.threads, Path(args.store) if args.store else None, args.resident)
         write_card(Path(args.model_card), Path(args.model), metrics, Path(args.index), Path(args.split),
                    Path(args.dataset), Path(args.preprocess_summary), Path(args.train_summary))
     except (FileNotFoundError, RuntimeError, ValueError) as exc:

@@ -4,8 +4,14 @@ Per image: decode (8/16-bit PNG, JPEG, WebP, DICOM) -> window to 8 bit -> hand c
 are not hand radiographs become rejects, :mod:`boneage.handcheck`) -> hand crop (MediaPipe,
 classical fallback) -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square
 -> PNG. The parquet index lists every written image with its label, crop method, crop box, source
-hash and sizes. Bad rows and images go to ``rejects.csv`` with the reason; the stage fails only when
+hash and sizes; ``images.u8`` holds every written image in index order (:mod:`boneage.store`). Bad rows and images go to ``rejects.csv`` with the reason; the stage fails only when
 their share passes ``max_reject_fraction``. QC: crop methods table, contact sheet, step timings.
+
+Sharded (config ``preprocess.shards``): ``--shard K/N`` processes the K-th of N contiguous shares of
+the labelled rows into its own folder (images, rows, rejects, timings); ``--gather SHARD_DIR ...``
+moves the shards' images into ``--out-dir`` and writes the same index, reject list and QC as one
+unsharded run (rows in label-csv order, rejects in row order), so a cluster can spread the work over
+many nodes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .files import read_json, setup_logging, usable_threads, write_json, write_t
 from .images import find_image, read_grey, to_uint8
 from .ingest import REJECT_COLUMNS, read_labels
 from .radiograph import STEPS, Settings, run_images
+from .store import write_store
 
 log = logging.getLogger("boneage.preprocess")
 
@@ -147,6 +154,57 @@ def _check_share(rejects: pd.DataFrame, total: int, max_fraction: float, written
     )
 
 
+def shard_tasks(tasks: list, shard: tuple[int, int]) -> list:
+    """The K-th of N contiguous shares of ``tasks`` (``shard`` = (K, N), K from 0)."""
+    k, n = shard
+    return tasks[len(tasks) * k // n:len(tasks) * (k + 1) // n]
+
+
+def process(tasks, settings: Settings, out_dir: Path, image_dir: Path, threads: int):
+    """Every task through :func:`run_images` into ``out_dir``: index rows, rejects in task order,
+    step timings and the wall time."""
+    t0 = time.perf_counter()
+    records, rejects, timings = _collect(run_images(tasks, settings, out_dir, threads), image_dir)
+    order = {task_id: k for k, (task_id, _) in enumerate(tasks)}
+    rejects = rejects.sort_values("id", key=lambda ids: ids.map(order), kind="stable").reset_index(drop=True)
+    return records, rejects, timings, time.perf_counter() - t0
+
+
+def run_shard(dataset_json: Path, out_dir: Path, settings: Settings, shard: tuple[int, int], threads: int = 1) -> None:
+    """One shard's images into ``out_dir``/images, with ``records.parquet``, ``rejects.csv`` and
+    ``timing.json`` for :func:`gather`."""
+    dataset = read_json(dataset_json)
+    tasks, _, _ = _tasks(dataset)
+    mine = shard_tasks(tasks, shard)
+    threads = usable_threads(threads)
+    log.info("shard %d of %d: %d of %d images with %d processes", shard[0], shard[1], len(mine), len(tasks), threads)
+    records, rejects, timings, wall = process(mine, settings, out_dir, Path(dataset["image_dir"]), threads)
+    write_table(pd.DataFrame(records, columns=None if records else ["id", "image"]), out_dir / "records.parquet")
+    write_table(rejects, out_dir / "rejects.csv")
+    write_json(out_dir / "timing.json", {"timings": timings, "wall_s": wall, "threads": threads})
+
+
+def gather(dataset_json: Path, shard_dirs: list[Path], out_dir: Path, settings: Settings,
+           max_reject_fraction: float = 0.05, contact_sheet_n: int = 24, kept_rejects: Path | None = None) -> pd.DataFrame:
+    """The shards' images moved into ``out_dir``/images and the outputs of one unsharded run."""
+    dataset = read_json(dataset_json)
+    _, labels, label_rejects = _tasks(dataset)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records, rejects, timings, wall, threads = [], [], [], 0.0, 0
+    for folder in shard_dirs:
+        rows = pd.read_parquet(folder / "records.parquet")
+        for image in rows["image"]:
+            os.replace(folder / image, out_dir / image)  # names the preprocess stage made: images/<n>.png
+        records += rows.to_dict("records")
+        rejects.append(pd.read_csv(folder / "rejects.csv", dtype=str, keep_default_na=False))
+        timing = read_json(folder / "timing.json")
+        timings += timing["timings"]
+        wall, threads = wall + timing["wall_s"], max(threads, timing["threads"])
+    return finish(out_dir, settings, labels, label_rejects, (records, pd.concat(rejects, ignore_index=True),
+                                                              timings, wall), threads, max_reject_fraction,
+                  contact_sheet_n, kept_rejects)
+
+
 def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
         max_reject_fraction: float = 0.05, contact_sheet_n: int = 24,
         kept_rejects: Path | None = None) -> pd.DataFrame:
@@ -160,15 +218,22 @@ def run(dataset_json: Path, out_dir: Path, settings: Settings, threads: int = 1,
     tasks, labels, label_rejects = _tasks(dataset)
     threads = usable_threads(threads)  # more processes than cores only adds MediaPipe start-ups
     log.info("preprocessing %d images with %d processes: %s", len(tasks), threads, settings)
-    t0 = time.perf_counter()
-    records, image_rejects, timings = _collect(run_images(tasks, settings, out_dir, threads),
-                                               Path(dataset["image_dir"]))
-    wall = time.perf_counter() - t0
+    done = process(tasks, settings, out_dir, Path(dataset["image_dir"]), threads)
+    return finish(out_dir, settings, labels, label_rejects, done, threads, max_reject_fraction, contact_sheet_n,
+                  kept_rejects)
+
+
+def finish(out_dir: Path, settings: Settings, labels: pd.DataFrame, label_rejects: pd.DataFrame, done: tuple,
+           threads: int, max_reject_fraction: float, contact_sheet_n: int, kept_rejects: Path | None) -> pd.DataFrame:
+    """Index, reject list, QC and summary from the processed images ``done`` (records, rejects,
+    timings, wall time); fails when the reject share passes ``max_reject_fraction``."""
+    records, image_rejects, timings, wall = done
     rejects = pd.concat([label_rejects, image_rejects], ignore_index=True)
     write_table(rejects, out_dir / "rejects.csv")
     index = pd.DataFrame(records) if records else pd.DataFrame(columns=["id", "image"])
     index = labels[["id", "boneage", "male"]].merge(index, on="id", how="inner")
     write_table(index, out_dir / "index.parquet")
+    write_store(index, out_dir, out_dir / "images.u8")  # the images in one file, for training and evaluation
     total = len(labels) + len(label_rejects)  # every csv row
     for r in rejects.itertuples():
         log.warning("rejected id=%s file=%s: %s", r.id, r.file, r.reason)
@@ -215,16 +280,29 @@ def main(argv=None) -> None:
     parser.add_argument("--contact-sheet-n", type=int, required=True)
     parser.add_argument("--kept-rejects", default=None,
                         help="also write the reject list here when the reject share stops the stage")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="process only the K-th (from 0) of N contiguous shares of the rows into --out-dir")
+    parser.add_argument("--gather", nargs="+", default=None, metavar="SHARD_DIR",
+                        help="join shard folders (made by --shard) into the outputs of one run in --out-dir")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
     settings = Settings(args.image_size, args.crop_method, args.crop_margin, not args.keep_markers,
                         args.clahe_clip_limit, args.clahe_tile_grid, args.hand_model,
                         tuple(args.mediapipe_renderings), not args.no_hand_check)
+    kept = Path(args.kept_rejects) if args.kept_rejects else None
     try:
-        run(Path(args.dataset), Path(args.out_dir), settings, args.threads,
-            args.max_reject_fraction, args.contact_sheet_n,
-            Path(args.kept_rejects) if args.kept_rejects else None)
+        if args.shard:
+            k, n = (int(v) for v in args.shard.split("/"))
+            if not 0 <= k < n:
+                parser.error(f"--shard {args.shard}: K must lie in 0..N-1")
+            run_shard(Path(args.dataset), Path(args.out_dir), settings, (k, n), args.threads)
+        elif args.gather:
+            gather(Path(args.dataset), [Path(d) for d in args.gather], Path(args.out_dir), settings,
+                   args.max_reject_fraction, args.contact_sheet_n, kept)
+        else:
+            run(Path(args.dataset), Path(args.out_dir), settings, args.threads, args.max_reject_fraction,
+                args.contact_sheet_n, kept)
     except RejectedShareError as exc:
         log.error("%s", exc)
         sys.exit(1)

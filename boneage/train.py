@@ -28,6 +28,7 @@ from .checkpoint import CheckpointError
 from .files import keep_freed_memory, setup_logging, sha256_file, usable_threads, write_json, write_table
 from .inference import resolve_device
 from .spec import TrainSpec
+from .store import RESIDENT
 from .trainer import Trainer
 
 log = logging.getLogger("boneage.train")
@@ -38,7 +39,7 @@ def data_hash(index_path: Path, split_path: Path) -> str:
 
 
 def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_dir: Path,
-        device_name: str = "auto", threads: int = 1) -> dict:
+        device_name: str = "auto", threads: int = 1, store: Path | None = None, resident: str = "auto") -> dict:
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     keep_freed_memory()
@@ -46,8 +47,8 @@ def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_d
     split = pd.read_csv(split_path, dtype={"id": str})
     root = index_path.parent
     t0 = time.perf_counter()
-    train = place(load_subset(index, split, "train", root, threads), device)
-    val = place(load_subset(index, split, "val", root, threads), device)
+    train = place(load_subset(index, split, "train", root, threads, store), device, resident)
+    val = place(load_subset(index, split, "val", root, threads, store), device, resident)
     load_s = time.perf_counter() - t0
     log.info("variant %s on %s: %d train, %d val images of %s px; spec %s", variant, device,
              len(train.ids), len(val.ids), tuple(train.images.shape[-2:]), asdict(spec))
@@ -89,6 +90,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="train with the plan's seed + this (a seed model of config repeats)")
+    parser.add_argument("--store", default=None, help="the image store (images_<S>.u8, rule store); "
+                        "default: read the PNGs")
+    parser.add_argument("--resident", default="auto", choices=RESIDENT,
+                        help="where the images stay: gpu, host memory, or disk (read per batch; needs --store)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
@@ -96,7 +101,8 @@ def main(argv=None) -> None:
     try:
         spec = TrainSpec.read(args.spec)
         spec = replace(spec, seed=spec.seed + args.seed_offset)
-        run(args.variant, spec, Path(args.index), Path(args.split), Path(args.out_dir), args.device, args.threads)
+        run(args.variant, spec, Path(args.index), Path(args.split), Path(args.out_dir), args.device, args.threads,
+            Path(args.store) if args.store else None, args.resident)
     except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as exc:
         log.error("%s", exc)
         sys.exit(1)

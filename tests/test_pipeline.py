@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from .conftest import REPO, SAME_MONTHS, planned_rules, snakemake, write_rsna
+from .conftest import REPO, SAME_MONTHS, planned_jobs, planned_rules, snakemake, write_rsna
 
 SMOKE = str(REPO / "configs" / "smoke.yaml")
 DOWNSTREAM_OF_TRAIN = {"plan", "train_variant", "evaluate_variant", "ensemble", "gradcam", "report", "bundle_variant",
@@ -88,6 +88,29 @@ def test_snakemake_report(run_dir):
 def test_nothing_to_do_after_all(run_dir):
     proc = snakemake(run_dir, "all", "-n", "--configfile", SMOKE)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_sharded_preprocessing_writes_what_one_job_writes(run_dir, tmp_path):
+    overlay = tmp_path / "shards.yaml"
+    overlay.write_text("preprocess:\n  shards: 3\n")
+    workdir = tmp_path / "sharded"
+    # nested keys on the command line arrive as strings; the schema's types are restored
+    planned = planned_jobs(snakemake(workdir, "-n", "preprocess", "--configfile", SMOKE, "--config",
+                                     'preprocess={"shards": 3}'))
+    assert planned["preprocess_shard"] == 3 and planned["preprocess"] == 1
+    snakemake(workdir, "preprocess", "--cores", "2", "--configfile", SMOKE, str(overlay))
+    one, many = run_dir / "results" / "preprocess", workdir / "results" / "preprocess"
+    for name in ("index.parquet", "rejects.csv", "qc/crop_methods.csv"):
+        if name == "index.parquet":  # the source paths name each workdir's own copy of the demo set
+            a, b = (pd.read_parquet(d / name) for d in (one, many))
+            assert a.drop(columns="source_file").equals(b.drop(columns="source_file")), name
+        else:
+            assert (one / name).read_bytes() == (many / name).read_bytes(), name
+    images = sorted(p.name for p in (one / "images").glob("*.png"))
+    assert images == sorted(p.name for p in (many / "images").glob("*.png")) and len(images) == 48
+    assert all((one / "images" / n).read_bytes() == (many / "images" / n).read_bytes() for n in images)
+    assert not (many / "shards").exists() or not any((many / "shards").iterdir())  # temporary, removed
+    assert not planned_rules(snakemake(workdir, "-n", "preprocess", "--configfile", SMOKE, str(overlay)))
 
 
 def test_changing_epochs_reruns_only_training_and_after(run_dir):

@@ -52,13 +52,15 @@ def _job_ids(out: str, rule: str) -> list[int]:
 
 
 def test_demo_pipeline_runs_through_slurm_with_gpu_jobs_side_by_side(cluster, tmp_path):
-    """Every job through SLURM; training and evaluation ask for a GPU (device=auto), as on a GPU
-    cluster. The test node has two count-only GPUs (the work inside runs on the CPU), so the two
+    """Every job through SLURM, preprocessing as two shard jobs and their gather; training and
+    evaluation ask for a GPU (device=auto), as on a GPU cluster. The test node has two count-only
+    GPUs (the work inside runs on the CPU), so the two
     variants' trainings run at the same time: the controller's records show it."""
     t0 = time.time()
     proc = snakemake(
         tmp_path, "all", "--workflow-profile", str(REPO / "profiles" / "slurm"),
         "--configfile", str(REPO / "configs" / "smoke.yaml"), "--config", "device=auto", "epochs=3",
+        'preprocess={"shards": 2}',
         "--max-threads", str(os.cpu_count()), "--set-threads", "train_variant=1", "evaluate_variant=1",
         "--set-resources", "train_variant:mem_mb=2000", "evaluate_variant:mem_mb=2000",
         "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
@@ -67,12 +69,13 @@ def test_demo_pipeline_runs_through_slurm_with_gpu_jobs_side_by_side(cluster, tm
     out = proc.stdout + proc.stderr
     assert (tmp_path / "results" / "report" / "index.html").is_file()
     submitted = out.count("has been submitted with SLURM jobid")
-    assert submitted == 11, out[-3000:]  # every job but the local ones (plan, bundles, targets)
+    assert submitted == 13, out[-3000:]  # every job but the local ones (plan, bundles, targets)
     records = _jobcomp(cluster, tmp_path)
     assert len(records) == submitted and all(r["JobState"] == "COMPLETED" for r in records.values())
     rules = set(re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/rule_(\w+)/", out))
-    assert rules == {"download", "preprocess", "split", "train_variant", "evaluate_variant", "ensemble",
-                     "gradcam", "report"}
+    assert rules == {"download", "preprocess_shard", "preprocess", "split", "train_variant", "evaluate_variant",
+                     "ensemble", "gradcam", "report"}
+    assert len(set(_job_ids(out, "preprocess_shard"))) == 2  # the two shards: two cluster jobs
     trainings = _job_ids(out, "train_variant")
     for job in trainings + _job_ids(out, "evaluate_variant"):
         shown = subprocess.run(["scontrol", "show", "job", str(job)], capture_output=True, text=True).stdout

@@ -91,6 +91,9 @@ def test_choice_lists_in_code_equal_the_schema():
     assert list(spec.OPTIMIZERS) == train["optimizer"]["enum"]
     assert list(spec.SELECT_EPOCHS) == train["select_epoch"]["enum"]
     assert list(ensemble.WEIGHTINGS) == SCHEMA["properties"]["ensemble"]["properties"]["weighting"]["enum"]
+    from boneage.store import RESIDENT
+
+    assert list(RESIDENT) == SCHEMA["properties"]["data"]["properties"]["resident"]["enum"]
 
 
 def _stage_modules() -> set[str]:

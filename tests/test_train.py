@@ -185,6 +185,43 @@ def test_streaming_from_host_memory_gives_the_same_training(data, tmp_path):
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
 
 
+def test_images_read_from_the_store_on_disk_give_the_same_training_as_in_memory(data, tmp_path):
+    """data.resident: disk reads each batch from images.u8 (the store the preprocess stage wrote): the
+    same bytes as the PNGs, so the same weights, streamed (the GPU path) or indexed (the CPU path)."""
+    from boneage.batches import place
+    from boneage.store import DiskImages, StoreError, open_rows
+
+    index = pd.read_parquet(data / "pre" / "index.parquet")
+    split_table = pd.read_csv(data / "split.csv", dtype={"id": str})
+    train, val = _subsets(data)
+    store = data / "pre" / "images.u8"
+    disk = [load_subset(index, split_table, s, data / "pre", 1, store) for s in ("train", "val")]
+    assert isinstance(disk[0].images, DiskImages) and torch.equal(disk[0].images[:], train.images)
+    assert torch.equal(disk[1].images[torch.tensor([2, 0])], val.images[[2, 0]])
+    assert torch.equal(place(disk[0], torch.device("cpu"), "host").images, train.images)
+    assert isinstance(place(disk[0], torch.device("cpu"), "disk").images, DiskImages)
+    with pytest.raises(ValueError, match="needs the image store"):
+        place(train, torch.device("cpu"), "disk")
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 2, "bn_recalibrate": True})
+    runs = {"memory": (train, val, False), "disk": (*disk, False), "disk streamed": (*disk, True)}
+    for name, (t, v, stream) in runs.items():
+        Trainer("resnet18", spec, tmp_path / name, torch.device("cpu"), "h", stream=stream).fit(t, v)
+    weights = [torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True)["model"] for n in runs]
+    assert all(torch.equal(weights[0][k], w[k]) for w in weights[1:] for k in weights[0])
+    with pytest.raises(StoreError, match="not written from this index"):
+        open_rows(store, index.iloc[1:], index.iloc[1:3])
+    # evaluation (TTA, retakes) from the store on disk predicts what it predicts from the PNGs
+    settings = evaluate.Settings(tta=True, bias_correction=True, stage_thresholds=(120, 216), interval_level=0.9)
+    model = tmp_path / "model.pt"
+    Trainer("resnet18", spec, tmp_path / "memory", torch.device("cpu"), "h").export(model)
+    tables = []
+    for name, store_path in (("pngs", None), ("disk", store)):
+        evaluate.run(model, data / "pre" / "index.parquet", data / "split.csv", tmp_path / f"{name}.parquet",
+                     tmp_path / f"{name}.json", settings, "cpu", 1, store_path, "disk" if store_path else "auto")
+        tables.append(pd.read_parquet(tmp_path / f"{name}.parquet"))
+    assert tables[0].equals(tables[1]) and "retake_8" in tables[0]
+
+
 def test_ema_is_the_exponential_average_of_the_weights():
     model = torch.nn.Linear(2, 1)
     ema = EMA(model, decay=0.9)

@@ -15,10 +15,17 @@ from snakemake.utils import validate
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 # Snakemake's own message for a bad config appends the whole schema (hundreds of lines), which buries
 # the one line that matters; check first and say that line, naming the key.
+sys.path.insert(0, workflow.basedir)  # the package boneage/ beside the Snakefile
+from boneage.config import typed
+
 with open(SCHEMA) as f:
-    _error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(yaml.safe_load(f)).iter_errors(config)
-    )
+    _schema = yaml.safe_load(f)
+config.update(
+    typed(dict(config), _schema)
+)  # nested keys given with --config arrive as strings
+_error = jsonschema.exceptions.best_match(
+    jsonschema.Draft202012Validator(_schema).iter_errors(config)
+)
 if _error is not None:
     _key = ".".join(str(p) for p in _error.absolute_path)
     raise WorkflowError(
@@ -230,6 +237,29 @@ def bootstrap_args():
     """The bootstrap settings of every stage that scores predictions (boneage/uncertainty.py)."""
     e = config["evaluate"]
     return f"--bootstrap-resamples {e['bootstrap_resamples']} --bootstrap-seed {e['bootstrap_seed']}"
+
+
+SHARDS = config["preprocess"]["shards"]
+# Where training and evaluation keep the images (boneage/store.py); a resource, not a param: it
+# changes the memory a job takes, not its result (host and disk read the same bytes).
+RESIDENT = config["data"]["resident"]
+
+
+def preprocess_args():
+    """The preprocessing settings, as the preprocess stage's options (one param: editing any
+    re-runs preprocess and after)."""
+    p = config["preprocess"]
+    return " ".join(
+        [
+            f"--image-size {config['image_size']} --crop-method {p['crop_method']}",
+            f"--crop-margin {p['crop_margin']}",
+            "--mediapipe-renderings " + " ".join(p["mediapipe_renderings"]),
+            "" if p["remove_markers"] else "--keep-markers",
+            "" if p["hand_check"] else "--no-hand-check",
+            f"--hand-model {shlex.quote(p['hand_model'])}" if p["hand_model"] else "",
+            f"--clahe-clip-limit {p['clahe_clip_limit']} --clahe-tile-grid {p['clahe_tile_grid']}",
+        ]
+    )
 
 
 def stability_args():

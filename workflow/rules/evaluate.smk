@@ -5,7 +5,7 @@ rule evaluate_variant:
         model="results/models/{model}/model.pt",
         summary="results/models/{model}/train_summary.json",
         index="results/preprocess/index.parquet",
-        images="results/preprocess/images",
+        store="results/preprocess/images.u8",
         split=model_split,
         dataset="results/download/dataset.json",
         preprocess="results/preprocess/preprocess_summary.json",
@@ -24,6 +24,7 @@ rule evaluate_variant:
         mem_mb=8000,
         runtime=30,
         gpu=gpus,
+        resident=RESIDENT,
     params:
         tta="--tta" if config["evaluate"]["tta"] else "",
         bias="--bias-correction" if config["evaluate"]["bias_correction"] else "",
@@ -33,7 +34,8 @@ rule evaluate_variant:
         stability=stability_args(),
         device=config["device"],
     shell:
-        "python -m boneage.evaluate --model {input.model} --index {input.index} --split {input.split} "
+        "python -m boneage.evaluate --model {input.model} --index {input.index} --store {input.store} "
+        "--resident {resources.resident} --split {input.split} "
         "--predictions {output.predictions} --metrics {output.metrics} --model-card {output.card} "
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
         "--train-summary {input.summary} {params.tta} {params.bias} "

@@ -1,10 +1,19 @@
 rule preprocess:
-    """Hand crop, marker removal, CLAHE and resize of every radiograph; index, rejects and QC."""
+    """Hand crop, marker removal, CLAHE and resize of every radiograph; index, rejects and QC. With
+    preprocess.shards K > 1: the gather of the K shard jobs' images into the same outputs.
+    """
     input:
-        "results/download/dataset.json",
+        dataset="results/download/dataset.json",
+        shards=(
+            expand("results/preprocess/shards/{shard}", shard=range(SHARDS))
+            if SHARDS > 1
+            else []
+        ),
     output:
         index="results/preprocess/index.parquet",
         images=directory("results/preprocess/images"),
+        store="results/preprocess/images.u8",
+        store_meta="results/preprocess/images.json",
         rejects=report(
             "results/preprocess/rejects.csv",
             caption="../report/rejects.rst",
@@ -30,32 +39,48 @@ rule preprocess:
         "results/benchmarks/preprocess/preprocess.tsv"
     conda:
         "../../envs/boneage.yaml"
+    threads: 8 if SHARDS <= 1 else 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings=preprocess_args(),
+        max_reject=config["preprocess"]["max_reject_fraction"],
+        sheet_n=config["preprocess"]["contact_sheet_images"],
+        gather=lambda w, input: (
+            "--gather " + " ".join(input.shards) if SHARDS > 1 else ""
+        ),
+    shell:
+        "python -m boneage.preprocess --dataset {input.dataset} --out-dir results/preprocess "
+        "{params.settings} {params.gather} "
+        "--max-reject-fraction {params.max_reject} --contact-sheet-n {params.sheet_n} "
+        "--kept-rejects results/logs/preprocess/rejects.csv "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule preprocess_shard:
+    """One of preprocess.shards contiguous shares of the rows, preprocessed (a cluster job each)."""
+    input:
+        "results/download/dataset.json",
+    output:
+        temp(directory("results/preprocess/shards/{shard}")),
+    log:
+        "results/logs/preprocess/shard{shard}.log",
+    benchmark:
+        "results/benchmarks/preprocess/shard{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../../envs/boneage.yaml"
     threads: 8
     resources:
         mem_mb=8000,
         runtime=120,
     params:
-        image_size=config["image_size"],
-        crop_method=config["preprocess"]["crop_method"],
-        crop_margin=config["preprocess"]["crop_margin"],
-        renderings=" ".join(config["preprocess"]["mediapipe_renderings"]),
-        markers="" if config["preprocess"]["remove_markers"] else "--keep-markers",
-        hand_check="" if config["preprocess"]["hand_check"] else "--no-hand-check",
-        clip=config["preprocess"]["clahe_clip_limit"],
-        tiles=config["preprocess"]["clahe_tile_grid"],
-        hand_model=(
-            f"--hand-model {config['preprocess']['hand_model']}"
-            if config["preprocess"]["hand_model"]
-            else ""
-        ),
+        settings=preprocess_args(),
+        shards=SHARDS,
         max_reject=config["preprocess"]["max_reject_fraction"],
-        sheet_n=config["preprocess"]["contact_sheet_images"],
     shell:
-        "python -m boneage.preprocess --dataset {input} --out-dir results/preprocess "
-        "--image-size {params.image_size} --crop-method {params.crop_method} "
-        "--crop-margin {params.crop_margin} --mediapipe-renderings {params.renderings} "
-        "{params.markers} {params.hand_check} {params.hand_model} "
-        "--clahe-clip-limit {params.clip} --clahe-tile-grid {params.tiles} "
-        "--max-reject-fraction {params.max_reject} --contact-sheet-n {params.sheet_n} "
-        "--kept-rejects results/logs/preprocess/rejects.csv "
+        "python -m boneage.preprocess --dataset {input} --out-dir {output} --shard {wildcards.shard}/{params.shards} "
+        "{params.settings} --max-reject-fraction {params.max_reject} --contact-sheet-n 0 "
         "--threads {threads} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule train_variant:
     input:
         spec=model_spec,
         index="results/preprocess/index.parquet",
-        images="results/preprocess/images",
+        store="results/preprocess/images.u8",
         split=model_split,
     output:
         model="results/models/{model}/model.pt",
@@ -42,6 +42,7 @@ rule train_variant:
         mem_mb=16000,
         runtime=lambda wildcards, attempt: config["train_runtime_minutes"] * attempt,
         gpu=gpus,
+        resident=RESIDENT,
     params:
         device=config["device"],
         variant=model_variant,
@@ -49,8 +50,8 @@ rule train_variant:
     shell:
         "python -m boneage.train --variant {params.variant} --spec {input.spec} "
         "--seed-offset {params.seed_offset} "
-        "--index {input.index} --split {input.split} --out-dir results/models/{wildcards.model} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "--index {input.index} --store {input.store} --resident {resources.resident} --split {input.split} "
+        "--out-dir results/models/{wildcards.model} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule train:
