@@ -9,6 +9,7 @@ table. Sizes above the folder's films are not made here (issue 30: films generat
 ids, not done yet). Run it alone on the machine.
 
     .venv/bin/python bench/scaling.py --films 300 1200 4800 12611 --work /tmp/scaling
+    .venv/bin/python bench/scaling.py --films 300 1200 4800 12611 --work /tmp/scaling --reuse --plot docs/scaling.png
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--retakes", type=int, default=2)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--markdown", default=None, help="also write the table here")
+    parser.add_argument("--plot", default=None, help="also draw ms per film against N (log-log) into this PNG")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the work folders of an earlier run instead of running again")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {args.cores} cores")
     tables = []
@@ -74,9 +78,10 @@ def main() -> None:
         overlay.write_text(f"data_dir: {workdir / 'data'}\nepochs: {args.epochs}\n"
                            f"evaluate: {{stability_views: {args.retakes}}}\npreprocess: {{max_reject_fraction: 0.05}}\n")
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                        str(workdir), "all", "--cores", str(args.cores), "--configfile",
-                        str(REPO / "configs" / "rsna-cpu.yaml"), str(overlay)], check=True, capture_output=True)
+        if not (args.reuse and (workdir / "results" / "report" / "index.html").is_file()):
+            subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                            str(workdir), "all", "--cores", str(args.cores), "--configfile",
+                            str(REPO / "configs" / "rsna-cpu.yaml"), str(overlay)], check=True, capture_output=True)
         wall = time.perf_counter() - start
         table = stages(workdir).assign(films=films)
         table["ms_per_film"] = 1000 * table["s"] / films
@@ -88,6 +93,29 @@ def main() -> None:
     print("\nms per film, by stage and N:\n" + wide.round(2).to_string())
     if args.markdown:
         Path(args.markdown).write_text(pd.concat(tables).round(2).to_markdown(index=False) + "\n")
+    if args.plot:
+        plot(wide, Path(args.plot))
+
+
+def plot(wide: pd.DataFrame, path: Path) -> None:
+    """ms per film of each stage against N, log-log: a flat line is a cost linear in N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for stage, row in wide.iterrows():
+        ax.plot(row.index, row.values, marker="o", label=stage)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("films")
+    ax.set_ylabel("ms per film")
+    ax.set_title("Time per film of each stage (flat = linear in N)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
