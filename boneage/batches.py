@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from .data import load_images
-from .store import DiskImages, choose, open_rows
+from .store import DiskImages, hold, open_rows
 
 log = logging.getLogger("boneage.batches")
 
@@ -45,14 +45,9 @@ def load_subset(index: pd.DataFrame, split: pd.DataFrame, subset: str, root: Pat
 def place(data: Data, device: torch.device, resident: str = "auto") -> Data:
     """The images where ``resident`` (``data.resident``, resolved by :func:`boneage.store.choose`)
     says; targets on the device."""
-    where = choose(resident, data.images.numel(), device)
-    images = data.images
-    if where in ("gpu", "host") and isinstance(images, DiskImages):
-        images = images.load()
+    images, where = hold(data.images, resident, device)
     if where == "gpu":
         images = images.to(device)
-    elif where == "disk" and not isinstance(images, DiskImages):
-        raise ValueError("data.resident: disk needs the image store (train --store; the store rule)")
     return Data(images, data.boneage.to(device), data.male.to(device), data.ids)
 
 

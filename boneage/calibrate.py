@@ -119,14 +119,14 @@ def local_hash(films: pd.DataFrame) -> str:
 
 def _figures(films: pd.DataFrame, bootstrap: Bootstrap) -> dict:
     """MAE and signed bias (estimate - true) before and after, with intervals, and the MAE change."""
-    out = {"n": int(len(films))}
+    out, absolute = {"n": int(len(films))}, {}
     for when, column in (("before", "parent"), ("after", "crossfit")):
         err = films[column].to_numpy() - films["boneage_true"].to_numpy()
-        mae, *mae_ci = mean_interval(np.abs(err), bootstrap)
+        absolute[when] = np.abs(err)
+        mae, *mae_ci = mean_interval(absolute[when], bootstrap)
         bias, *bias_ci = mean_interval(err, bootstrap)
         out[when] = {"mae": mae, "mae_ci95": mae_ci, "bias": bias, "bias_ci95": bias_ci}
-    change, low, high = paired_difference((films["crossfit"] - films["boneage_true"]).abs(),
-                                          (films["parent"] - films["boneage_true"]).abs(), bootstrap)
+    change, low, high = paired_difference(absolute["after"], absolute["before"], bootstrap)
     out["mae_change"] = {"after_minus_before": change, "ci95": [low, high]}
     out["verdict"] = ("lowers the MAE" if high < 0 else "raises the MAE" if low > 0
                       else "does not change the MAE outside the noise")
@@ -137,10 +137,10 @@ def calibrate(films: pd.DataFrame, settings: Settings, bootstrap: Bootstrap, lev
     """The fit per sex, the cross-fitted figures and the local interval for labelled ``films``
     (columns id, male, boneage_true, parent); adds columns ``crossfit`` and ``refit``."""
     fits, messages = {}, []
+    counts = {sex: int((films["male"] == value).sum()) for sex, value in SEXES.items()}
     films["crossfit"] = films["parent"].astype(float)
     for sex, value in SEXES.items():
-        rows = films["male"] == value
-        n = int(rows.sum())
+        rows, n = films["male"] == value, counts[sex]
         if n < settings.min_films_per_sex:
             fits[sex] = None
             if n:
@@ -151,7 +151,6 @@ def calibrate(films: pd.DataFrame, settings: Settings, bootstrap: Bootstrap, lev
         fits[sex] = fit(est, true)
         films.loc[rows, "crossfit"] = cross_fit(est, true, settings)
     if not any(fits.values()):
-        counts = {sex: int((films["male"] == v).sum()) for sex, v in SEXES.items()}
         raise CalibrationError(f"too few labelled films of known sex to calibrate: {counts}; at least "
                                f"{settings.min_films_per_sex} of one sex are needed (calibrate.min_films_per_sex)")
     films["refit"] = calibrated(films["parent"], films["male"], fits)
@@ -167,7 +166,7 @@ def calibrate(films: pd.DataFrame, settings: Settings, bootstrap: Bootstrap, lev
     interval = {"level": level, "halfwidth_months": q if math.isfinite(q) else None,
                 "fitted_on": "cross-fitted residuals of the local films", "n_fit": int(len(films)),
                 "method": "split conformal on absolute residuals"}
-    return {"fits": fits, "crossfit": scored, "interval": interval, "messages": messages}
+    return {"fits": fits, "n": counts, "crossfit": scored, "interval": interval, "messages": messages}
 
 
 def run(bundle_dir: Path, inputs: list[str], csv: Path, out_dir: Path, settings: Settings = Settings(),
@@ -185,7 +184,7 @@ def run(bundle_dir: Path, inputs: list[str], csv: Path, out_dir: Path, settings:
         columns={"boneage_months": "parent"}).reset_index(drop=True)
     level = parent["interval"].get("level") or 0.9
     result = calibrate(films, settings, bootstrap, level)
-    n = {sex: int((films["male"] == v).sum()) for sex, v in SEXES.items()}
+    n = result["n"]
     record = {
         "variant": f"{parent['variant']}_calibrated",
         "calibration": {**result["fits"], "n": n, "parent_variant": parent["variant"],

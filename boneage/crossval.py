@@ -25,7 +25,7 @@ import pandas as pd
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 from .metrics import add_scoring_arguments, score
-from .stability import mean_of as retakes_mean, summary_of
+from .stability import mean_of as retakes_mean, seed_of, summary_of
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.crossval")
@@ -70,7 +70,7 @@ def run(variant: str, prediction_files: list[Path], metrics_files: list[Path], p
              "val_is": "out-of-fold predictions on the train+val pool",
              "test_is": f"mean of the {len(fold_metrics)} fold models"}
     extra["interval"] = add_interval(pred, interval_level)
-    extra["stability"] = summary_of(pred, (fold_metrics[0].get("stability") or {}).get("seed"))
+    extra["stability"] = summary_of(pred, seed_of(fold_metrics[0]))
     # Each fold has its own training mean; the baseline is their mean (they differ by a fraction of a month).
     baseline = float(np.mean([m["baseline_train_mean_months"] for m in fold_metrics]))
     metrics = score(pred, baseline, thresholds, extra, bootstrap)

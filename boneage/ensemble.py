@@ -18,7 +18,7 @@ import pandas as pd
 from .metrics import add_scoring_arguments, apply_bias_correction, corrected, score
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
-from .stability import mean_of as retakes_mean, summary_of
+from .stability import columns as retake_columns, mean_of as retakes_mean, seed_of, summary_of
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.ensemble")
@@ -48,7 +48,8 @@ def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFra
     if any(ids != tests[0] for ids in tests) or (merged["subset"] == "test").sum() != len(tests[0]) or not val.any():
         raise ValueError("the members' predictions cover different test images or share no validation "
                          "image; re-run evaluate")
-    retakes = [merged[["id", "subset"]].merge(tables[n], on=["id", "subset"], how="left") for n in names]
+    retakes = [merged[["id", "subset"]].merge(tables[n][["id", "subset", *retake_columns(tables[n])]],
+                                              on=["id", "subset"], how="left") for n in names]
     X = merged[names].to_numpy(float)
     if weighting == "equal":
         w = np.full(len(names), 1.0 / len(names))
@@ -60,8 +61,8 @@ def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFra
     else:
         raise ValueError(f"weighting {weighting!r}: use one of {WEIGHTINGS}")
     merged["pred_raw"] = X @ w
-    views = retakes_mean(retakes, w)  # each retake through the same weights (corrected in run)
-    return merged.assign(**{f"raw_{c}": v for c, v in views.items()}), dict(zip(names, map(float, w)))
+    # each retake through the same weights; run corrects them as it corrects pred_raw
+    return merged.assign(**retakes_mean(retakes, w)), dict(zip(names, map(float, w)))
 
 
 def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predictions_path: Path, metrics_path: Path,
@@ -75,11 +76,11 @@ def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predi
         merged["pred"], extra["bias_correction"] = apply_bias_correction(merged, "pred_raw")
     else:
         merged["pred"] = merged["pred_raw"]
-    for raw in [c for c in merged.columns if c.startswith("raw_")]:  # the retakes, corrected as the films
-        merged[raw.removeprefix("raw_")] = corrected(merged.pop(raw), extra["bias_correction"])
+    for column in retake_columns(merged):  # the retakes, corrected as the films
+        merged[column] = corrected(merged[column], extra["bias_correction"])
     extra["interval"] = add_interval(merged, interval_level)
     first = read_json(next(iter(metrics_files.values())))
-    extra["stability"] = summary_of(merged, (first.get("stability") or {}).get("seed"))
+    extra["stability"] = summary_of(merged, seed_of(first))
     baseline = first["baseline_train_mean_months"]
     metrics = score(merged, baseline, thresholds, extra, bootstrap)
     errors = merged[list(tables)].to_numpy(float) - merged["boneage"].to_numpy(float)[:, None]

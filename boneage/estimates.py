@@ -136,14 +136,15 @@ def estimate(bundle: Bundle, rows: pd.DataFrame, out_dir: Path, device, retakes:
     retaken = estimates(lambda k, x: bundle.predict(x, as_given[k], device), images, retakes)
     rows["retest_sd_months"], rows["retest_range_months"] = spread(rows["boneage_months"].to_numpy(), retaken)
     if unknown.any():
-        for name, value in (("boneage_if_female_months", 0.0), ("boneage_if_male_months", 1.0)):
-            sex = torch.full((int(unknown.sum()),), value)
-            rows.loc[unknown, name] = bundle.predict(images[unknown], sex, device)
-            if value and retakes.views:
-                sd, span = spread(rows.loc[unknown, name].to_numpy(),
-                                  estimates(lambda k, x: bundle.predict(x, sex[k], device), images[unknown], retakes))
-                rows.loc[unknown, "retest_sd_months"] = np.fmax(rows.loc[unknown, "retest_sd_months"], sd)
-                rows.loc[unknown, "retest_range_months"] = np.fmax(rows.loc[unknown, "retest_range_months"], span)
+        # as given, an unknown sex is 0: those estimates (and their retakes) are the girl's already
+        rows.loc[unknown, "boneage_if_female_months"] = rows.loc[unknown, "boneage_months"]
+        boy, films = torch.ones(int(unknown.sum())), images[unknown]
+        rows.loc[unknown, "boneage_if_male_months"] = bundle.predict(films, boy, device)
+        if retakes.views:
+            sd, span = spread(rows.loc[unknown, "boneage_if_male_months"].to_numpy(),
+                              estimates(lambda k, x: bundle.predict(x, boy[k], device), films, retakes))
+            rows.loc[unknown, "retest_sd_months"] = np.fmax(rows.loc[unknown, "retest_sd_months"], sd)
+            rows.loc[unknown, "retest_range_months"] = np.fmax(rows.loc[unknown, "retest_range_months"], span)
         rows.loc[unknown, "boneage_months"] = np.nan
     return rows
 

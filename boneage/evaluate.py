@@ -36,7 +36,7 @@ from .inference import load_model, model_meta, predict, resolve_device
 from .intervals import add_interval
 from .metrics import apply_bias_correction, corrected, score
 from .provenance import model_card
-from .store import RESIDENT, choose, open_rows, subset
+from .store import RESIDENT, hold, open_rows, subset
 from .stability import RETAKE, Retakes, estimates, summary_of
 from .tables import ci_text
 from .uncertainty import Bootstrap
@@ -77,9 +77,7 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     if store is None:
         images = load_images(rows, index_path.parent, threads)
     else:
-        images = open_rows(store, index, rows)
-        where = choose(resident, images.numel(), device)
-        images = images.load() if where in ("gpu", "host") else images  # predict moves each batch
+        images, _ = hold(open_rows(store, index, rows), resident, device)  # predict moves each batch
     male = torch.tensor(rows["male"].to_numpy(np.float32))
     hflip = bool(spec.get("augment", {}).get("hflip", False))
     args = (model, images, male, spec["input_size"], meta["target_mean"], meta["target_std"], device)

@@ -28,7 +28,7 @@ import pandas as pd
 from .files import read_json, setup_logging, write_json, write_table
 from .intervals import add_interval
 from .metrics import add_scoring_arguments, score
-from .stability import mean_of as retakes_mean, summary_of
+from .stability import mean_of as retakes_mean, seed_of, summary_of
 from .uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.seeds")
@@ -75,7 +75,7 @@ def run(variant: str, members: list[tuple[int, Path, Path]], predictions_path: P
     extra = {"variant": f"{variant}_seeds", "seeds": rows, "seed_spread": summary,
              "test_is": f"mean of the {len(members)} seed models' predictions"}
     extra["interval"] = add_interval(pred, interval_level)
-    extra["stability"] = summary_of(pred, (member_metrics[0].get("stability") or {}).get("seed"))
+    extra["stability"] = summary_of(pred, seed_of(member_metrics[0]))
     metrics = score(pred, member_metrics[0]["baseline_train_mean_months"], thresholds, extra, bootstrap)
     write_table(pred, predictions_path)
     write_json(metrics_path, metrics)

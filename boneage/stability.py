@@ -130,6 +130,11 @@ def summary_of(table: pd.DataFrame, seed: int) -> dict:
                      Retakes(len(columns(table)), seed))
 
 
+def seed_of(metrics: dict) -> int | None:
+    """The retakes' seed a member model's metrics.json records (None when it measured none)."""
+    return (metrics.get("stability") or {}).get("seed")
+
+
 def mean_of(tables: list[pd.DataFrame], weights=None) -> dict[str, np.ndarray]:
     """The weighted mean (equal by default) of the retake columns all ``tables`` have, row by row
     (the tables aligned): a combined model's estimates of the retakes, as of the films."""

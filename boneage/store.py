@@ -145,6 +145,17 @@ def open_rows(store: Path, index: pd.DataFrame, rows: pd.DataFrame) -> DiskImage
     return DiskImages(store, position.loc[rows["id"].astype(str)].to_numpy(), meta["size"])
 
 
+def hold(images, resident: str, device: torch.device):
+    """``images`` (a tensor, or rows of the store) where ``resident`` resolves to (:func:`choose`): left
+    on disk, or read into host memory (also for ``gpu``: the caller moves them); and that place."""
+    where = choose(resident, images.numel(), device)
+    if where == "disk":
+        if not isinstance(images, DiskImages):
+            raise ValueError("data.resident: disk needs the image store (train --store; the store rule)")
+        return images, where
+    return (images.load() if isinstance(images, DiskImages) else images), where
+
+
 def available_host_bytes() -> int:
     """Memory the kernel says is available (MemAvailable), or 0 where it cannot be read."""
     try:
