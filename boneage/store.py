@@ -1,9 +1,9 @@
 """The image store: every preprocessed image in one raw uint8 file, read whole or per batch.
 
-Layout of ``images_<S>.u8``: the index's images in index order, each S x S bytes, row-major, no
-header; ``images_<S>.json`` beside it records the format, N, S, the ids' sha256 (in order) and the
-data file's sha256. Written once after preprocessing (rule ``store``); training and evaluation read
-it instead of decoding N PNGs. Where the images stay (``data.resident``):
+Layout of ``images.u8``: the index's images in index order, each S x S bytes, row-major, no
+header; ``images.json`` beside it records the format, N, S, the ids' sha256 (in order) and the
+data file's sha256. Written once at the end of preprocessing (an output of rule ``preprocess``);
+training and evaluation read it instead of decoding N PNGs. Where the images stay (``data.resident``):
 
 - ``gpu``: the whole set on the GPU (the fastest; needs the memory);
 - ``host``: the whole set in host memory, batches copied to the device (pinned, asynchronous);
@@ -102,8 +102,8 @@ class DiskImages:
         for k, row in enumerate(self.rows[positions]):
             got = os.preadv(self.fd, [memoryview(view[k])], int(row) * per)
             if got != per:
-                raise StoreError(f"{self.path}: short read at image {row}; the store is truncated, re-run the "
-                                 "store rule (snakemake --forcerun store)")
+                raise StoreError(f"{self.path}: short read at image {row}; the store is truncated, re-run "
+                                 "preprocessing (snakemake --forcerun preprocess)")
         return out
 
     def _positions(self, item) -> np.ndarray:
@@ -137,10 +137,10 @@ def open_rows(store: Path, index: pd.DataFrame, rows: pd.DataFrame) -> DiskImage
     """The images of ``rows`` (a subset of ``index``, in their order) from the store of ``index``."""
     meta = read_json(store.with_suffix(".json"))
     if meta.get("format") != STORE_FORMAT or meta["n"] != len(index) or meta["ids_sha256"] != ids_sha256(index["id"]):
-        raise StoreError(f"{store} was not written from this index (re-run: snakemake --forcerun store)")
+        raise StoreError(f"{store} was not written from this index (re-run: snakemake --forcerun preprocess)")
     if store.stat().st_size != meta["n"] * meta["size"] ** 2:
         raise StoreError(f"{store}: {store.stat().st_size} bytes, expected {meta['n'] * meta['size'] ** 2}; "
-                         "re-run: snakemake --forcerun store")
+                         "re-run: snakemake --forcerun preprocess")
     position = pd.Series(np.arange(len(index)), index=index["id"].astype(str))
     return DiskImages(store, position.loc[rows["id"].astype(str)].to_numpy(), meta["size"])
 
@@ -174,10 +174,10 @@ def choose(resident: str, nbytes: int, device: torch.device) -> str:
             raise ValueError("data.resident: gpu, but training runs on the CPU (device); use auto, host or disk")
         return resident
     if device.type == "cuda" and nbytes <= 0.5 * torch.cuda.mem_get_info(device)[0]:
-        why, where = "fits in half the free GPU memory", "gpu"
+        why, where = "fit in half the free GPU memory", "gpu"
     elif nbytes <= 0.5 * available_host_bytes():
-        why, where = "fits in half the available host memory", "host"
+        why, where = "fit in half the available host memory", "host"
     else:
-        why, where = "larger than half the available host memory", "disk"
+        why, where = "are larger than half the available host memory", "disk"
     log.info("data.resident auto -> %s: the images (%.2f GB) %s", where, nbytes / 1e9, why)
     return where

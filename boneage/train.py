@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="train with the plan's seed + this (a seed model of config repeats)")
-    parser.add_argument("--store", default=None, help="the image store (images_<S>.u8, rule store); "
+    parser.add_argument("--store", default=None, help="the image store (images.u8 of preprocess); "
                         "default: read the PNGs")
     parser.add_argument("--resident", default="auto", choices=RESIDENT,
                         help="where the images stay: gpu, host memory, or disk (read per batch; needs --store)")

@@ -154,7 +154,8 @@ class Trainer:
         batches.epoch(perm)
         loss_sum = torch.zeros((), device=device)
         err_sum = torch.zeros((), device=device)
-        for i in range(steps_per_epoch):
+        # Steps within the epoch have their own bar: an epoch of 100,000 films takes an hour on a CPU.
+        for i in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="step", leave=False):
             step = epoch * steps_per_epoch + i
             for g in opt.param_groups:
                 g["lr"] = spec.lr * lr_factor(step, total_steps, warmup)

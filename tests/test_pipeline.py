@@ -195,6 +195,24 @@ def test_gradcam_maps_are_never_blank_and_the_report_shows_every_figure(run_dir)
     assert {"rank corr. with random weights", "map mass on the hand", "flag"} <= set(table.columns)
 
 
+def test_gradcam_reads_the_store_per_batch_and_draws_what_it_draws_from_the_pngs(run_dir, tmp_path):
+    """The rule reads the test images from images.u8 batch by batch (memory flat in N); the PNGs
+    give the same maps, estimates and shares."""
+    import numpy as np
+
+    from boneage import gradcam
+
+    r = run_dir / "results"
+    gradcam.run(r / "preprocess" / "index.parquet", r / "split" / "split.csv", r / "models" / "resnet18" / "model.pt",
+                tmp_path, 4, (120, 216), threads=2)
+    store, pngs = np.load(r / "report" / "gradcam" / "resnet18.npz"), np.load(tmp_path / "resnet18.npz")
+    assert list(store["ids"]) == list(pngs["ids"])
+    for key in ("maps", "random_maps", "predicted_months"):
+        assert np.allclose(store[key], pngs[key], atol=1e-5), key
+    a, b = (pd.read_csv(d / "resnet18_test.csv") for d in (r / "report" / "gradcam", tmp_path))
+    pd.testing.assert_frame_equal(a, b, atol=1e-3)
+
+
 def test_the_sanity_check_tells_trained_weights_from_random_ones_and_the_report_flags_a_failure(run_dir):
     import torch
 

@@ -154,7 +154,7 @@ def test_the_same_run_twice_gives_the_same_weights_and_test_metrics(data, tmp_pa
 
 
 # --- the CUDA code paths, forced on the CPU: bf16 autocast, channels_last, compile, streaming ------
-@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0_sex"])
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0_sex", "efficientnet_lite2_sex"])
 def test_bf16_autocast_path_trains_and_the_head_answers_in_fp32(data, tmp_path, name):
     spec = TrainSpec.from_dict({**variant_spec(config(), name), **TINY, "epochs": 2})
     train, val = _subsets(data)

@@ -9,6 +9,8 @@ rule bundle_variant:
         directory("results/bundles/{variant}"),
     log:
         "results/logs/bundle/{variant}.log",
+    benchmark:
+        "results/benchmarks/bundle/{variant}.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 1
@@ -30,6 +32,8 @@ rule bundle_ensemble:
         directory("results/bundles/ensemble"),
     log:
         "results/logs/bundle/ensemble.log",
+    benchmark:
+        "results/benchmarks/bundle/ensemble.tsv"
     conda:
         "../../envs/boneage.yaml"
     threads: 1
@@ -58,6 +62,8 @@ rule bundle_group:
         directory("results/bundles/{variant}_{group}"),
     log:
         "results/logs/bundle/{variant}_{group}.log",
+    benchmark:
+        "results/benchmarks/bundle/{variant}_{group}.tsv"
     wildcard_constraints:
         group="folds|seeds",
     conda:

@@ -16,7 +16,7 @@ rule gradcam:
     input:
         model="results/models/{variant}/model.pt",
         index="results/preprocess/index.parquet",
-        images="results/preprocess/images",
+        store="results/preprocess/images.u8",
         split="results/split/split.csv",
     output:
         panel=report(
@@ -60,7 +60,7 @@ rule gradcam:
     shell:
         "python -m boneage.gradcam --model {input.model} --index {input.index} --split {input.split} "
         "--out-dir results/report/gradcam --n-images {params.n} "
-        "--stage-thresholds {params.thresholds} --threads {threads} > {log} 2>&1"
+        "--stage-thresholds {params.thresholds} --threads {threads} --store {input.store} > {log} 2>&1"
 
 
 rule report:
