@@ -34,6 +34,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.scaling import repeated_ids  # noqa: E402
 from boneage.store import write_store  # noqa: E402
 
 
@@ -73,11 +74,9 @@ def train(args, store: Path, index: Path, split: Path, resident: str, out: Path)
 
 def repeated(index: pd.DataFrame, pool: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``n`` films (the pool's, then copies under ids ``<id>x<k>``): their index rows and split rows."""
-    k = np.arange(n)
-    split = pool.iloc[k % len(pool)].assign(
-        id=[i if c == 0 else f"{i}x{c}" for i, c in zip(pool["id"].to_numpy()[k % len(pool)], k // len(pool))])
-    rows = index.set_index(index["id"].astype(str)).loc[pool["id"].to_numpy()[k % len(pool)]]
-    return rows.assign(id=split["id"].to_numpy()).reset_index(drop=True), split
+    at, ids = repeated_ids(pool["id"], n)
+    rows = index.set_index(index["id"].astype(str)).loc[pool["id"].to_numpy()[at]]
+    return rows.assign(id=ids).reset_index(drop=True), pool.iloc[at].assign(id=ids)
 
 
 def main() -> None:

@@ -32,6 +32,15 @@ sys.path.insert(0, str(REPO))
 from boneage.layout import IMAGE_DIR, LABELS_CSV, resolve_layout  # noqa: E402
 
 
+def repeated_ids(ids, n: int) -> tuple[np.ndarray, list[str]]:
+    """``n`` films drawn from the M ``ids`` in order, repeating past the end: each one's position in
+    ``ids`` (``k mod M``) and its own id (``ids[k]``, then ``<id>x<k // M>`` for the copies)."""
+    ids = np.asarray(ids).astype(str)
+    k = np.arange(n)
+    at = k % len(ids)
+    return at, [str(i) if c == 0 else f"{i}x{c}" for i, c in zip(ids[at], k // len(ids))]
+
+
 def subset(data: Path, n: int, out: Path, seed: int = 0) -> int:
     """An RSNA-layout folder of ``n`` films of ``data`` (symlinks), the first of a seeded permutation.
 
@@ -43,11 +52,9 @@ def subset(data: Path, n: int, out: Path, seed: int = 0) -> int:
     files = {p.stem: p for p in layout.image_dir.iterdir() if p.is_file()}
     labels = labels[labels["id"].isin(files)].reset_index(drop=True)
     order = np.random.default_rng(seed).permutation(len(labels))
-    extra = np.arange(len(labels), max(n, len(labels)))
-    source = labels["id"].to_numpy()[order[extra % len(labels)]]
-    copies = labels.iloc[order[extra % len(labels)]].assign(
-        id=[f"{i}x{k}" for i, k in zip(source, extra // len(labels))])
-    origin = dict(zip(copies["id"], source))
+    at, ids = repeated_ids(labels["id"].to_numpy()[order], n)
+    copies = labels.iloc[order[at[len(labels):]]].assign(id=ids[len(labels):])
+    origin = dict(zip(copies["id"], labels["id"].to_numpy()[order[at[len(labels):]]]))
     chosen = pd.concat([labels.iloc[np.sort(order[:n])], copies])
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     for image_id in chosen["id"]:
