@@ -24,6 +24,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .lite import LITE_SIZES, EfficientNetLite, LiteBackbone  # noqa: F401 (LITE_SIZES: the sizes' table)
+
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet18_cbam", "resnet34_cbam", "resnet50_cbam",
          "densenet121", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMAGENET_GREY = (0.449, 0.226)  # mean and std of ImageNet RGB statistics, averaged over channels
@@ -68,90 +70,6 @@ class CBAM(nn.Module):
 
     def forward(self, x):
         return self.spatial(self.channel(x))
-
-
-# ------------------------------------------------------------------- EfficientNet-Lite -------
-# Lite: no squeeze-excitation, ReLU6, stem (32) and head (1280) not scaled. Per size: each stage's
-# repeats and output channels (the published weights' shapes) and the resolution it was trained at.
-LITE_KERNELS, LITE_STRIDES, LITE_EXPANSIONS = (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1), (1, 6, 6, 6, 6, 6, 6)
-LITE_SIZES = {
-    "efficientnet_lite0": ((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320), 224),
-    "efficientnet_lite1": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320), 240),
-    "efficientnet_lite2": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 260),
-}
-
-
-def _bn(c):
-    return nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)
-
-
-class MBConv(nn.Module):
-    def __init__(self, inp: int, out: int, kernel: int, stride: int, expand: int, drop: float):
-        super().__init__()
-        mid = inp * expand
-        self.expand = expand != 1
-        if self.expand:
-            self._expand_conv = nn.Conv2d(inp, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, (kernel - 1) // 2, groups=mid, bias=False)
-        self._bn1 = _bn(mid)
-        self._project_conv = nn.Conv2d(mid, out, 1, bias=False)
-        self._bn2 = _bn(out)
-        self.skip = stride == 1 and inp == out
-        self.drop = drop
-
-    def forward(self, x):
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
-        y = self._bn2(self._project_conv(y))
-        if self.skip:
-            if self.training and self.drop > 0:  # stochastic depth per sample
-                keep = torch.rand(y.shape[0], 1, 1, 1, device=y.device, dtype=y.dtype) >= self.drop
-                y = y * keep / (1 - self.drop)
-            y = y + x
-        return y
-
-
-class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0, 1 or 2 (``arch``) with the parameter names of the published PyTorch weights."""
-
-    def __init__(self, arch: str = "efficientnet_lite0", in_channels: int = 3, drop_connect: float = 0.2,
-                 num_classes: int = 1000):
-        super().__init__()
-        repeats, channels, _ = LITE_SIZES[arch]
-        self._conv_stem = nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False)
-        self._bn0 = _bn(32)
-        blocks, inp = [], 32
-        for n, out, kernel, stride, expand in zip(repeats, channels, LITE_KERNELS, LITE_STRIDES, LITE_EXPANSIONS):
-            for i in range(n):
-                rate = drop_connect * len(blocks) / sum(repeats)
-                blocks.append(MBConv(inp if i == 0 else out, out, kernel, stride if i == 0 else 1, expand, rate))
-            inp = out
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(channels[-1], 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
-        self._fc = nn.Linear(1280, num_classes)
-
-    def features(self, x):
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
-
-    def forward(self, x):
-        return self._fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
-
-
-class _LiteBackbone(nn.Module):
-    """EfficientNet-Lite features, pooled; ``head_act`` marks the last feature map for Grad-CAM."""
-
-    def __init__(self, net: EfficientNetLite):
-        super().__init__()
-        self.net = net
-        self.head_act = nn.Identity()
-
-    def forward(self, x):
-        return torch.flatten(F.adaptive_avg_pool2d(self.head_act(self.net.features(x)), 1), 1)
 
 
 def lite_package_weights(arch: str = "efficientnet_lite0") -> Path:
@@ -230,7 +148,7 @@ class BoneAgeNet(nn.Module):
                 lite.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             lite._conv_stem = _grey_stem(lite._conv_stem, imagenet)
             lite._fc = nn.Identity()
-            net = _LiteBackbone(lite)
+            net = LiteBackbone(lite)
             n_features = 1280
             self.input_norm = LITE_GREY
         self.backbone = net
@@ -254,8 +172,21 @@ class BoneAgeNet(nn.Module):
 
     def forward(self, x: torch.Tensor, male: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 1, H, W) in [0, 1]; male: (B,) 0/1. Returns (B,) bone age in standard units."""
-        x = (x - self.norm[0]) / self.norm[1]
-        features = self.backbone(x)
+        return self._regress(self.backbone((x - self.norm[0]) / self.norm[1]), male)
+
+    def trunk(self, x: torch.Tensor, n_blocks: int) -> torch.Tensor:
+        """The feature map after the stem and the first ``n_blocks`` blocks (EfficientNet-Lite only):
+        ``from_trunk(trunk(x, n), male, n)`` is ``forward(x, male)``."""
+        if not isinstance(self.backbone, LiteBackbone):
+            raise ValueError(f"{self.arch}: the network runs in two parts (train.cache_blocks) for "
+                             "EfficientNet-Lite only")
+        return self.backbone.trunk((x - self.norm[0]) / self.norm[1], n_blocks)
+
+    def from_trunk(self, h: torch.Tensor, male: torch.Tensor | None, n_blocks: int) -> torch.Tensor:
+        """The estimate (standard units) from the output of ``trunk(., n_blocks)``."""
+        return self._regress(self.backbone.rest(h, n_blocks), male)
+
+    def _regress(self, features: torch.Tensor, male: torch.Tensor | None) -> torch.Tensor:
         if self.sex_input:
             if male is None:
                 raise ValueError(f"{self.arch} with sex_input needs the sex of each image")

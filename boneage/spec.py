@@ -41,6 +41,8 @@ class TrainSpec:
     low_res_size: int = 0  # progressive resizing: the first low_res_epochs train at this side
     low_res_epochs: int = 0
     freeze_blocks: int = 0  # the stem and the first N backbone blocks get no gradients
+    cache_blocks: int = 0  # EfficientNet-Lite: the frozen stem and first N blocks computed once (frozen.py)
+    cache_views: int = 4  # augmented views of each training film in that cache
     augment: dict = field(default_factory=dict)
     ema_decay: float = 0.0
     bn_recalibrate: bool = False  # BatchNorm statistics recomputed on the un-augmented training set each epoch
@@ -70,6 +72,13 @@ class TrainSpec:
         if spec.low_res_epochs >= spec.epochs:
             raise ValueError(f"low_res_epochs ({spec.low_res_epochs}) must be fewer than epochs ({spec.epochs}): "
                              "the last epochs train at input_size, the size the model is evaluated at")
+        if spec.cache_blocks:
+            clash = [name for name, on in (("bn_recalibrate", spec.bn_recalibrate), ("compile", spec.compile),
+                                           ("low_res_epochs", spec.low_res_epochs)) if on]
+            if not spec.arch.startswith("efficientnet_lite"):
+                raise ValueError(f"cache_blocks: {spec.arch} has no cached path; it is built for efficientnet_lite0|1|2")
+            if clash:
+                raise ValueError(f"cache_blocks does not go with {', '.join(clash)}: set them off (0/false)")
         return spec
 
     @classmethod

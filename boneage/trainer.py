@@ -24,6 +24,7 @@ from .batches import Batches, Data
 from .checkpoint import Checkpoints
 from .data import Augment, augment, resize
 from .files import progress
+from .frozen import CachedBatches, compute, predict_cached
 from .inference import autocast, channels_last, predict, save_model, use_bf16
 from .models import build_model
 from .spec import TrainSpec
@@ -128,7 +129,7 @@ class Trainer:
     def make_model(self) -> torch.nn.Module:
         """The variant's network on the device, channels_last, its first blocks frozen as the spec says."""
         model = build_model(asdict(self.spec)).to(self.device, memory_format=torch.channels_last)
-        model.freeze(self.spec.freeze_blocks)
+        model.freeze(max(self.spec.freeze_blocks, self.spec.cache_blocks))
         return model
 
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -144,9 +145,10 @@ class Trainer:
             groups[0]["weight_decay"] = spec.weight_decay  # Adam: L2 penalty in the gradient
         return opt_cls(groups, lr=spec.lr, **({"fused": True} if self.device.type == "cuda" else {}))
 
-    def _train_epoch(self, step_model, model, ema, opt, gen, train: Data, batches: Batches, epoch: int,
-                     schedule: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass over the training set; (summed loss, summed absolute error), still on the device."""
+    def _train_epoch(self, step_model, model, ema, opt, gen, train: Data, batches: Batches | CachedBatches,
+                     epoch: int, schedule: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the training set; (summed loss, summed absolute error), still on the device.
+        With ``train.cache_blocks`` the batches are the frozen blocks' outputs, and ``step_model`` the rest."""
         spec, device = self.spec, self.device
         steps_per_epoch, bs, total_steps, warmup = schedule
         size = spec.epoch_input_size(epoch)
@@ -160,7 +162,10 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = spec.lr * lr_factor(step, total_steps, warmup)
             idx = perm[i * bs:(i + 1) * bs]
-            xb = channels_last(augment(batches(i * bs, (i + 1) * bs, idx), size, self.augment, gen))
+            if isinstance(batches, CachedBatches):
+                xb = batches(i * bs, (i + 1) * bs)
+            else:
+                xb = channels_last(augment(batches(i * bs, (i + 1) * bs, idx), size, self.augment, gen))
             yb, mb = train.boneage[idx], train.male[idx]
             with autocast(device, self.bf16):
                 z = step_model(xb, mb)
@@ -200,18 +205,49 @@ class Trainer:
         progress_ = self.checkpoints.restore(model, ema, opt, gen) or (0, [], {"val_mae": float("inf"), "epoch": -1})
         return model, ema, opt, gen, schedule, progress_
 
-    def _validate(self, model, ema, val: Data) -> float:
+    def _validate(self, model, ema, val: Data, frozen_val=None) -> float:
         eval_model = ema.module if ema is not None else model
-        val_pred = predict(eval_model, val.images, val.male, self.spec.input_size, self.target_mean,
-                           self.target_std, self.device, bf16=self.bf16)
+        if frozen_val is not None:
+            val_pred = predict_cached(eval_model, frozen_val, val.male, self.spec.cache_blocks, self.target_mean,
+                                      self.target_std, self.device, self.bf16)
+        else:
+            val_pred = predict(eval_model, val.images, val.male, self.spec.input_size, self.target_mean,
+                               self.target_std, self.device, bf16=self.bf16)
         return float(np.abs(val_pred - val.boneage.cpu().numpy()).mean())
+
+    def _frozen(self, model, train: Data, val: Data):
+        """The frozen blocks' outputs (``train.cache_blocks``): views of the training films, drawn with
+        their own seeded generator so that a continued training recomputes the same ones, and the
+        validation films as evaluated."""
+        spec, n = self.spec, self.spec.cache_blocks
+        views_gen = torch.Generator(device=self.device)
+        views_gen.manual_seed(spec.seed + 1)
+        folder = self.checkpoints.folder
+        train_out = compute(model, train, n, spec.input_size, spec.cache_views, self.augment, views_gen, self.device,
+                            self.bf16, folder / "frozen_train.npy")
+        val_out = compute(model, val, n, spec.input_size, 1, None, None, self.device, self.bf16,
+                          folder / "frozen_val.npy", dtype=np.float32)
+        return train_out, val_out
 
     def fit(self, train: Data, val: Data) -> dict:
         spec = self.spec
         model, ema, opt, gen, schedule, (start_epoch, history, best) = self._setup(train)
+        frozen = self._frozen(model, train, val) if spec.cache_blocks and start_epoch < spec.epochs else None
+        try:
+            return self._fit(model, ema, opt, gen, schedule, start_epoch, history, best, train, val, frozen)
+        finally:
+            for outputs in frozen or ():
+                outputs.close()
+
+    def _fit(self, model, ema, opt, gen, schedule, start_epoch, history, best, train, val, frozen) -> dict:
+        spec = self.spec
         steps_per_epoch, bs = schedule[:2]
-        step_model = torch.compile(model) if spec.compile else model
-        batches = Batches(train.images, self.device, bs, self.stream)
+        if frozen:
+            batches = CachedBatches(frozen[0], self.device, gen)
+            step_model = lambda h, male: model.from_trunk(h, male, spec.cache_blocks)  # noqa: E731
+        else:
+            batches = Batches(train.images, self.device, bs, self.stream)
+            step_model = torch.compile(model) if spec.compile else model
         patience_left = spec.patience
         self.epoch_wall_s = []
         bar = progress(range(start_epoch, spec.epochs), total=spec.epochs - start_epoch,
@@ -226,7 +262,7 @@ class Trainer:
             if spec.bn_recalibrate:
                 recalibrate_bn(ema.module if ema is not None else model, train, spec.input_size, bs, self.device,
                                self.bf16)
-            val_mae = self._validate(model, ema, val)
+            val_mae = self._validate(model, ema, val, frozen[1] if frozen else None)
             row = {"epoch": epoch + 1, "input_px": spec.epoch_input_size(epoch),
                    "train_loss": float(loss_sum) / steps_per_epoch,
                    "train_mae": float(err_sum) / (steps_per_epoch * bs), "val_mae": val_mae,
