@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .crop import CROP_METHODS, RENDERINGS
+from .crop import CROP_METHODS, REGIONS, RENDERINGS
 from .files import read_json, setup_logging, usable_threads, write_json, write_table
 from .images import find_image, read_grey, to_uint8
 from .ingest import REJECT_COLUMNS, read_labels
@@ -273,6 +273,8 @@ def main(argv=None) -> None:
     parser.add_argument("--keep-markers", action="store_true", help="do not paint out side markers")
     parser.add_argument("--clahe-clip-limit", type=float, default=Settings.clahe_clip_limit)
     parser.add_argument("--clahe-tile-grid", type=int, default=Settings.clahe_tile_grid)
+    parser.add_argument("--region", default=Settings.region, choices=REGIONS,
+                        help="the part of the hand box kept: the whole hand or the wrist")
     parser.add_argument("--no-hand-check", action="store_true",
                         help="keep images that do not look like hand radiographs")
     parser.add_argument("--hand-model", default=None, help="hand_landmarker.task (default: packaged)")
@@ -289,7 +291,7 @@ def main(argv=None) -> None:
     setup_logging()
     settings = Settings(args.image_size, args.crop_method, args.crop_margin, not args.keep_markers,
                         args.clahe_clip_limit, args.clahe_tile_grid, args.hand_model,
-                        tuple(args.mediapipe_renderings), not args.no_hand_check)
+                        tuple(args.mediapipe_renderings), not args.no_hand_check, args.region)
     kept = Path(args.kept_rejects) if args.kept_rejects else None
     try:
         if args.shard:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from . import handcheck
-from .crop import RENDERINGS, Analysis, HandCropper, remove_markers
+from .crop import RENDERINGS, Analysis, HandCropper, region_box, remove_markers
 from .files import progress, sha256_bytes
 from .images import ImageError, check_usable, inside, read_grey, to_uint8
 
@@ -36,6 +36,7 @@ class Settings:
     hand_model: str | None = None
     mediapipe_renderings: tuple[str, ...] = RENDERINGS
     hand_check: bool = True
+    region: str = "hand"  # hand | wrist: the part of the hand box kept (boneage.crop.boxes.region_box)
 
 
 def resize_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -81,7 +82,8 @@ def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple
     t0 = time.perf_counter()
     crop = cropper(img, analysis)
     x0, y0, x1, y1 = crop.box
-    cut = img[y0:y1, x0:x1]
+    rx0, ry0, rx1, ry1 = region_box(crop.box, settings.region, img.shape[1], img.shape[0])
+    cut = img[ry0:ry1, rx0:rx1]
     markers = 0
     if settings.remove_markers:
         cut, markers = remove_markers(cut)

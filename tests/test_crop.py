@@ -16,9 +16,11 @@ from boneage.crop import (
     check_hand_model,
     classical_box,
     packaged_hand_model,
+    region_box,
     remove_markers,
 )
 from boneage.demo import render
+from boneage.radiograph import Settings, process_image
 
 from .conftest import RAW_SAMPLE, TRAIN_299, needs_shared
 
@@ -144,3 +146,30 @@ def test_no_hand_falls_back_and_says_so():
     with HandCropper("classical") as classical:
         crop = classical(noise)
     assert crop.method in ("classical", "full")
+
+
+def test_the_wrist_view_is_the_lower_middle_of_the_hand_at_full_resolution(tmp_path):
+    # geometry: a square of half the hand box's height, centred across it, resting on its lower edge
+    assert region_box((40, 20, 240, 420), "hand", 300, 450) == (40, 20, 240, 420)
+    assert region_box((40, 20, 240, 420), "wrist", 300, 450) == (40, 220, 240, 420)
+    assert region_box((40, 20, 240, 420), "fingers", 300, 450) == (20, 20, 260, 260)
+    # a box at the film's edge: the square is clipped to the film, never reaching outside it
+    assert region_box((0, 0, 100, 400), "wrist", 100, 400) == (0, 200, 100, 400)
+    with pytest.raises(ValueError, match="wrist"):
+        region_box((0, 0, 10, 10), "thumb", 10, 10)
+    # a film through preprocessing: the wrist image is the hand image's lower middle, twice as large
+    film = tmp_path / "film.png"
+    cv2.imwrite(str(film), render(150.0, False, np.random.default_rng(3)))
+    cropper = HandCropper("classical")
+    hand, fields, _ = process_image(film, Settings(256, crop_method="classical"), cropper)
+    wrist, wrist_fields, _ = process_image(film, Settings(256, crop_method="classical", region="wrist"), cropper)
+    box = [fields[k] for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1")]
+    assert [wrist_fields[k] for k in ("crop_x0", "crop_y0", "crop_x1", "crop_y1")] == box  # the index keeps the hand box
+    x0, y0, x1, y1 = region_box(box, "wrist", fields["width_before"], fields["height_before"])
+    scale = 256 / max(box[2] - box[0], box[3] - box[1])  # the hand view's scale; the wrist view's is twice it
+    pad_x = (256 - round((box[2] - box[0]) * scale)) // 2
+    part = hand[round((y0 - box[1]) * scale):round((y1 - box[1]) * scale),
+                pad_x + round((x0 - box[0]) * scale):pad_x + round((x1 - box[0]) * scale)]
+    zoomed = cv2.resize(part, (256, 256), interpolation=cv2.INTER_CUBIC).astype(float)
+    assert np.corrcoef(zoomed.ravel(), wrist.astype(float).ravel())[0, 1] > 0.9
+    assert np.corrcoef(hand.astype(float).ravel(), wrist.astype(float).ravel())[0, 1] < 0.5

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from boneage import compare
 from boneage.metrics import score
 from boneage.page import headline
 from boneage.tables import comparisons_table, ranking
@@ -115,3 +116,49 @@ def test_report_tables_put_each_interval_beside_its_figure_and_escape_the_data_s
     table = html_table(pd.DataFrame({"id": ["<script>alert(1)</script>"], "MAE": [8.064], "MAE 95 % CI": ["[7.75, 8.39]"]}))
     assert "<script>" not in table and "&lt;script&gt;" in table
     assert "MAE [95 % CI]" in table and "8.064<br><span class='ci'>[7.75, 8.39]</span>" in table
+
+
+def _predictions(ids, truth, pred, subset):
+    return pd.DataFrame({"id": ids, "subset": subset, "boneage": truth, "male": np.arange(len(ids)) % 2 == 0,
+                         "pred": pred, "pred_raw": pred})
+
+
+def test_compare_sets_runs_side_by_side_by_film_id_and_refuses_runs_of_another_split(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 300
+    ids = [str(10000 + k) for k in range(n)]
+    subset = np.where(np.arange(n) < 100, "val", "test")
+    truth = rng.uniform(20, 220, n)
+    a_err, b_noise = rng.normal(0, 8, n), rng.normal(0, 8, n)
+    b_err = 0.5 * a_err + b_noise  # errors that correlate at about 0.45
+    a = _predictions(ids, truth, truth + a_err, subset)
+    b = _predictions(ids, truth, truth + b_err, subset).iloc[::-1]  # another row order: matched by id
+    paths = {}
+    for name, t in (("a", a), ("b", b)):
+        paths[name] = tmp_path / name / "predictions.parquet"
+        paths[name].parent.mkdir()
+        t.to_parquet(paths[name])
+    compare.main(["--run", "hand", str(paths["a"]), "--run", "wrist", str(paths["b"]), "--out", str(tmp_path / "cmp"),
+                  "--bootstrap-resamples", "500"])
+    test = subset == "test"
+    pairs = pd.read_csv(tmp_path / "cmp" / "pairs.csv").set_index("subset")
+    assert pairs.loc["test", "n"] == 200
+    assert pairs.loc["test", "mae_diff"] == pytest.approx(np.abs(a_err[test]).mean() - np.abs(b_err[test]).mean())
+    assert pairs.loc["test", "ci_low"] < pairs.loc["test", "mae_diff"] < pairs.loc["test", "ci_high"]
+    corr = pd.read_csv(tmp_path / "cmp" / "correlation.csv").set_index("model")
+    assert corr.loc["hand", "wrist"] == pytest.approx(np.corrcoef(a_err[test], b_err[test])[0, 1], abs=1e-3)
+    mean = pd.read_csv(tmp_path / "cmp" / "mean.csv").set_index("weighting")
+    assert mean.loc["equal", "test_mae"] == pytest.approx(np.abs((a_err[test] + b_err[test]) / 2).mean())
+    assert mean.loc["equal", "test_mae"] < min(np.abs(a_err[test]).mean(), np.abs(b_err[test]).mean())
+    assert mean.loc["fit", ["w_hand", "w_wrist"]].sum() == pytest.approx(1.0, abs=2e-3)
+    assert "## mean" in capsys.readouterr().out
+    # a run whose test films differ (another split) is refused, not silently matched on a few films
+    other = _predictions([str(20000 + k) for k in range(n)], truth, truth, subset)
+    other.to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(SystemExit) as stop:
+        compare.main(["--run", "hand", str(paths["a"]), "--run", "other", str(tmp_path / "other.parquet")])
+    assert stop.value.code == 1
+    assert "hand and other were scored on different test films (0 shared" in capsys.readouterr().err
+    (tmp_path / "plain.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="plain.parquet"):
+        compare.read_predictions(tmp_path / "plain.parquet")

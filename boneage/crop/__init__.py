@@ -19,12 +19,14 @@ than leaving a marker in.
 
 Modules: :mod:`.cropper` (the :class:`HandCropper`), :mod:`.landmarks` (MediaPipe's box), :mod:`.threshold`
 (the classical crop's :class:`Analysis`), :mod:`.markers` (letters and labels), :mod:`.handmodel` (the
-model file), :mod:`.boxes` (geometry).
+model file), :mod:`.boxes` (geometry, and the part of the hand a model sees: the whole hand or the wrist).
 """
 
+from .boxes import REGIONS, region_box
 from .cropper import CROP_METHODS, RENDERINGS, Crop, HandCropper
 from .handmodel import HandModelError, check_hand_model, packaged_hand_model, resolve_hand_model
 from .threshold import Analysis, classical_box, marker_boxes, remove_markers
 
-__all__ = ["CROP_METHODS", "RENDERINGS", "Analysis", "Crop", "HandCropper", "HandModelError", "check_hand_model",
-           "classical_box", "marker_boxes", "packaged_hand_model", "remove_markers", "resolve_hand_model"]
+__all__ = ["CROP_METHODS", "REGIONS", "RENDERINGS", "Analysis", "Crop", "HandCropper", "HandModelError", "check_hand_model",
+           "classical_box", "marker_boxes", "packaged_hand_model", "region_box", "remove_markers",
+           "resolve_hand_model"]

@@ -49,3 +49,27 @@ def box_mask(shape, boxes) -> np.ndarray:
         mask[y0:y1, x0:x1] = True
     return mask
 
+
+
+# The views of the hand a model can be trained on (config ``preprocess.region``): the whole hand box,
+# or a square part of it, kept at the film's own resolution where the hand view shrinks it. Each part:
+# (side as a share of the box's height, the edge it rests on), centred across the box. In films
+# taken fingers up, as RSNA's are: the wrist (distal radius and ulna, carpal bones, metacarpal
+# bases) rests on the lower edge; the fingers (phalanges of the middle three fingers, metacarpal
+# heads) on the upper one.
+PARTS = {"wrist": (0.5, "bottom"), "fingers": (0.6, "top")}
+REGIONS = ("hand", *PARTS)
+
+
+def region_box(box, region: str, w: int, h: int) -> tuple[int, int, int, int]:
+    """The part of the hand box ``box`` (in a ``w`` x ``h`` image) that ``region`` names."""
+    if region == "hand":
+        return box
+    if region not in PARTS:
+        raise ValueError(f"region {region!r} unknown; use one of {REGIONS}")
+    share, edge = PARTS[region]
+    x0, y0, x1, y1 = box
+    side = share * (y1 - y0)
+    centre = (x0 + x1) / 2
+    top = y1 - side if edge == "bottom" else y0
+    return clip_box(centre - side / 2, top, centre + side / 2, top + side, w, h)
