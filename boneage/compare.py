@@ -9,8 +9,9 @@ every two models: the MAE difference with its 95 % paired-bootstrap interval
 (:func:`boneage.tables.comparisons_table`); the correlation of their signed errors on the test
 films (two seeds of one setting correlate at 0.93-0.95 on RSNA, docs/accuracy.md); and the test MAE
 of all models averaged, with equal weights and with non-negative weights fitted on the validation
-films (:func:`boneage.ensemble.combine`), each with its bootstrap interval. A diagnostic on files
-already written, not a trained recipe.
+films (:func:`boneage.ensemble.combine`), each with its bootstrap interval and its paired difference
+from the member with the lowest validation MAE (the one a user would keep alone). A diagnostic on
+files already written, not a trained recipe.
 
     python -m boneage.compare --run hand results/evaluate/efficientnet_lite0_sex/predictions.parquet \\
         --run wrist ../other-run/results/evaluate/efficientnet_lite0_sex/predictions.parquet --out compare/
@@ -29,7 +30,7 @@ import pandas as pd
 from .ensemble import combine
 from .files import setup_logging, write_table
 from .tables import comparisons_table, markdown
-from .uncertainty import Bootstrap, mean_interval
+from .uncertainty import Bootstrap, mean_interval, paired_difference
 
 log = logging.getLogger("boneage.compare")
 
@@ -55,7 +56,8 @@ def read_predictions(path: Path) -> pd.DataFrame:
 
 def compare(tables: dict[str, pd.DataFrame], bootstrap: Bootstrap = Bootstrap()) -> dict[str, pd.DataFrame]:
     """``tables``: model name -> its predictions. Returns the tables ``pairs`` (paired MAE differences
-    per subset), ``correlation`` (signed test errors) and ``mean`` (test MAE of the models averaged)."""
+    per subset), ``correlation`` (signed test errors) and ``mean`` (test MAE of the models averaged,
+    and its paired difference from the member with the lowest validation MAE)."""
     if len(tables) < 2:
         raise ValueError("compare needs the predictions of two models or more")
     first, *rest = tables
@@ -73,13 +75,21 @@ def compare(tables: dict[str, pd.DataFrame], bootstrap: Bootstrap = Bootstrap())
     test = merged[merged["subset"] == "test"]
     signed = pd.DataFrame({n: test[n] - test["boneage"] for n in tables})
     correlation = signed.corr().round(3).rename_axis("model").reset_index()
+    # the mean against the member a user would keep alone: the lowest validation MAE, not test
+    val = errors.get("val", {})
+    best = min(val, key=lambda n: val[n].mean()) if len(val) == len(tables) else None
     rows = []
     for weighting in ("equal", "fit"):
         merged, weights = combine(tables, weighting)
         test = merged[merged["subset"] == "test"]
-        mae, low, high = mean_interval((test["pred_raw"] - test["boneage"]).abs(), bootstrap)
-        rows.append({"weighting": weighting, **{f"w_{n}": round(w, 3) for n, w in weights.items()},
-                     "n": len(test), "test_mae": mae, "ci_low": low, "ci_high": high})
+        err = (test["pred_raw"] - test["boneage"]).abs()
+        mae, low, high = mean_interval(err, bootstrap)
+        row = {"weighting": weighting, **{f"w_{n}": round(w, 3) for n, w in weights.items()},
+               "n": len(test), "test_mae": mae, "ci_low": low, "ci_high": high}
+        if best:
+            diff = paired_difference(err, (test[best] - test["boneage"]).abs(), bootstrap)
+            row.update({"against": best, "diff": diff[0], "diff_low": diff[1], "diff_high": diff[2]})
+        rows.append(row)
     return {"pairs": pairs, "correlation": correlation, "mean": pd.DataFrame(rows)}
 
 

@@ -151,6 +151,12 @@ def test_compare_sets_runs_side_by_side_by_film_id_and_refuses_runs_of_another_s
     assert mean.loc["equal", "test_mae"] == pytest.approx(np.abs((a_err[test] + b_err[test]) / 2).mean())
     assert mean.loc["equal", "test_mae"] < min(np.abs(a_err[test]).mean(), np.abs(b_err[test]).mean())
     assert mean.loc["fit", ["w_hand", "w_wrist"]].sum() == pytest.approx(1.0, abs=2e-3)
+    best = "hand" if np.abs(a_err[~test]).mean() < np.abs(b_err[~test]).mean() else "wrist"  # by validation
+    best_err = {"hand": a_err, "wrist": b_err}[best][test]
+    assert mean.loc["equal", "against"] == best
+    assert mean.loc["equal", "diff"] == pytest.approx(np.abs((a_err[test] + b_err[test]) / 2).mean()
+                                                      - np.abs(best_err).mean())
+    assert mean.loc["equal", "diff_high"] < 0  # errors this weakly correlated: the mean is clearly better
     assert "## mean" in capsys.readouterr().out
     # a run whose test films differ (another split) is refused, not silently matched on a few films
     other = _predictions([str(20000 + k) for k in range(n)], truth, truth, subset)
