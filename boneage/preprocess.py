@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .crop import CROP_METHODS, REGIONS, RENDERINGS
+from .crop import CROP_METHODS, REGIONS, RENDERINGS, region_box
 from .files import read_json, setup_logging, usable_threads, write_json, write_table
 from .images import find_image, read_grey, to_uint8
 from .ingest import REJECT_COLUMNS, read_labels
@@ -45,8 +45,9 @@ class RejectedShareError(RuntimeError):
     pass
 
 
-def contact_sheet(index: pd.DataFrame, out_dir: Path, path: Path, n: int, seed: int = 0) -> None:
-    """Before/after pairs of random images: source with crop box and method, then the PNG."""
+def contact_sheet(index: pd.DataFrame, out_dir: Path, path: Path, n: int, seed: int = 0, region: str = "hand") -> None:
+    """Before/after pairs of random images: source with hand box, method and the part kept
+    (``region``, where not the whole hand), then the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,15 +66,20 @@ def contact_sheet(index: pd.DataFrame, out_dir: Path, path: Path, n: int, seed: 
         before = cv2.resize(before, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else before
         ax = axes[r, 2 * c]
         ax.imshow(before, cmap="gray", vmin=0, vmax=255)
-        ax.add_patch(matplotlib.patches.Rectangle(
-            (row.crop_x0 * scale, row.crop_y0 * scale), (row.crop_x1 - row.crop_x0) * scale,
-            (row.crop_y1 - row.crop_y0) * scale, fill=False, edgecolor="#ff7f0e", linewidth=1.2))
+        hand = (row.crop_x0, row.crop_y0, row.crop_x1, row.crop_y1)
+        boxes = [(hand, "#ff7f0e")]
+        if region != "hand":
+            boxes.append((region_box(hand, region, row.width_before, row.height_before), "#1f9bff"))
+        for (x0, y0, x1, y1), colour in boxes:
+            ax.add_patch(matplotlib.patches.Rectangle((x0 * scale, y0 * scale), (x1 - x0) * scale, (y1 - y0) * scale,
+                                                      fill=False, edgecolor=colour, linewidth=1.2))
         ax.set_title(f"{row.id}: {row.crop_method}", fontsize=6)
         after = cv2.imread(str(out_dir / row.image), cv2.IMREAD_GRAYSCALE)
         ax = axes[r, 2 * c + 1]
         ax.imshow(after, cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{row.boneage:.0f} mo, {'M' if row.male else 'F'}", fontsize=6)
-    fig.suptitle("Crops: source with crop box (left), model input (right)", fontsize=8)
+    kept = "" if region == "hand" else f" and the {region} kept (blue)"
+    fig.suptitle(f"Crops: source with hand box (orange){kept} (left), model input (right)", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
@@ -256,7 +262,7 @@ def finish(out_dir: Path, settings: Settings, labels: pd.DataFrame, label_reject
     write_json(out_dir / "preprocess_summary.json", summary)
     log.info("summary: %s", summary)
     if len(index):
-        contact_sheet(index, out_dir, qc / "contact_sheet.png", contact_sheet_n)
+        contact_sheet(index, out_dir, qc / "contact_sheet.png", contact_sheet_n, region=settings.region)
     _check_share(rejects, total, max_reject_fraction, len(index), out_dir / "rejects.csv", kept_rejects)
     return index
 
