@@ -24,12 +24,11 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .ensemble import combine
 from .files import setup_logging, write_table
-from .tables import comparisons_table, markdown
+from .tables import abs_errors, comparisons_table, markdown
 from .uncertainty import Bootstrap, mean_interval, paired_difference
 
 log = logging.getLogger("boneage.compare")
@@ -66,22 +65,18 @@ def compare(tables: dict[str, pd.DataFrame], bootstrap: Bootstrap = Bootstrap())
         if tests[name] != tests[first]:
             raise ValueError(f"{first} and {name} were scored on different test films ({len(tests[first] & tests[name])} "
                              f"shared of {len(tests[first])} and {len(tests[name])}): compare runs of one split")
-    errors: dict[str, dict[str, pd.Series]] = {}
-    for name, t in tables.items():
-        for subset, rows in t.groupby("subset"):
-            errors.setdefault(subset, {})[name] = (rows["pred"] - rows["boneage"]).abs().set_axis(rows["id"])
+    errors = abs_errors(tables)
     pairs = comparisons_table(errors, bootstrap)
-    merged, _ = combine(tables, "equal")
-    test = merged[merged["subset"] == "test"]
-    signed = pd.DataFrame({n: test[n] - test["boneage"] for n in tables})
-    correlation = signed.corr().round(3).rename_axis("model").reset_index()
     # the mean against the member a user would keep alone: the lowest validation MAE, not test
     val = errors.get("val", {})
     best = min(val, key=lambda n: val[n].mean()) if len(val) == len(tables) else None
     rows = []
     for weighting in ("equal", "fit"):
         merged, weights = combine(tables, weighting)
-        test = merged[merged["subset"] == "test"]
+        test = merged[merged["subset"] == "test"]  # each member's pred in a column of its name
+        if weighting == "equal":
+            signed = pd.DataFrame({n: test[n] - test["boneage"] for n in tables})
+            correlation = signed.corr().round(3).rename_axis("model").reset_index()
         err = (test["pred_raw"] - test["boneage"]).abs()
         mae, low, high = mean_interval(err, bootstrap)
         row = {"weighting": weighting, **{f"w_{n}": round(w, 3) for n, w in weights.items()},

@@ -280,7 +280,7 @@ def main(argv=None) -> None:
     parser.add_argument("--clahe-clip-limit", type=float, default=Settings.clahe_clip_limit)
     parser.add_argument("--clahe-tile-grid", type=int, default=Settings.clahe_tile_grid)
     parser.add_argument("--region", default=Settings.region, choices=REGIONS,
-                        help="the part of the hand box kept: the whole hand or the wrist")
+                        help="the part of the hand box kept: the whole hand, the wrist or the fingers")
     parser.add_argument("--no-hand-check", action="store_true",
                         help="keep images that do not look like hand radiographs")
     parser.add_argument("--hand-model", default=None, help="hand_landmarker.task (default: packaged)")

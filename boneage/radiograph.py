@@ -36,7 +36,7 @@ class Settings:
     hand_model: str | None = None
     mediapipe_renderings: tuple[str, ...] = RENDERINGS
     hand_check: bool = True
-    region: str = "hand"  # hand | wrist: the part of the hand box kept (boneage.crop.boxes.region_box)
+    region: str = "hand"  # hand | wrist | fingers: the part of the hand box kept (boneage.crop.boxes.region_box)
 
 
 def resize_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -22,7 +22,7 @@ from .metrics import by_age_bin
 from .page import GRADCAM_KINDS, gradcam_suffix, page
 from .plots import FIGURES
 from .provenance import git_commit, package_versions
-from .tables import (ci_text, comparisons_table, external_table, folds_table, gradcam_table, markdown, metrics_table,
+from .tables import (abs_errors, ci_text, comparisons_table, external_table, folds_table, gradcam_table, markdown, metrics_table,
                      ranking, seeds_table, stability_table, stage_table, stage_times)
 from .uncertainty import Bootstrap
 
@@ -92,10 +92,7 @@ def _figures(inputs: Inputs, figure_paths: list[Path], data: dict) -> None:
 
 def _errors(inputs: Inputs, preds: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Series]]:
     """Absolute errors per subset (val, test, external) and model, indexed by image id."""
-    out: dict[str, dict[str, pd.Series]] = {}
-    for name, p in preds.items():
-        for subset, rows in p.groupby("subset"):
-            out.setdefault(subset, {})[name] = (rows["pred"] - rows["boneage"]).abs().set_axis(rows["id"].astype(str))
+    out = abs_errors(preds)
     if inputs.external_labels is not None:
         labels = pd.read_csv(inputs.external_labels, dtype={"id": str}, usecols=["id", "boneage"])
         labels["boneage"] = pd.to_numeric(labels["boneage"], errors="coerce")  # unusable labels: not scored

@@ -122,6 +122,16 @@ def _mean_sd(spread: dict, key: str, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"
 
 
+def abs_errors(preds: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Series]]:
+    """Absolute errors per subset and model, indexed by image id; ``preds``: model -> its predictions
+    (columns id, subset, boneage, pred). The input of :func:`comparisons_table`."""
+    out: dict[str, dict[str, pd.Series]] = {}
+    for name, p in preds.items():
+        for subset, rows in p.groupby("subset"):
+            out.setdefault(subset, {})[name] = (rows["pred"] - rows["boneage"]).abs().set_axis(rows["id"].astype(str))
+    return out
+
+
 def comparisons_table(errors: dict[str, dict[str, pd.Series]], bootstrap: Bootstrap) -> pd.DataFrame:
     """Every two models scored on the same images, per subset: the difference of their MAE (a - b)
     with its 95 % paired-bootstrap interval, and in words whether these images can tell them apart.

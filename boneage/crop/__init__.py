@@ -19,7 +19,7 @@ than leaving a marker in.
 
 Modules: :mod:`.cropper` (the :class:`HandCropper`), :mod:`.landmarks` (MediaPipe's box), :mod:`.threshold`
 (the classical crop's :class:`Analysis`), :mod:`.markers` (letters and labels), :mod:`.handmodel` (the
-model file), :mod:`.boxes` (geometry, and the part of the hand a model sees: the whole hand or the wrist).
+model file), :mod:`.boxes` (geometry, and the part of the hand a model sees: the whole hand, the wrist or the fingers).
 """
 
 from .boxes import REGIONS, region_box
