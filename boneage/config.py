@@ -12,7 +12,7 @@ class ConfigError(ValueError):
 
 FOLDS_SUFFIX = "_folds"  # <variant>_folds: the fold ensemble of a variant (split.folds)
 SEEDS_SUFFIX = "_seeds"  # <variant>_seeds: the seed ensemble of a variant (repeats)
-NOT_TRAINING = ("augment", "repeats")  # model keys that are not plain training settings
+NOT_TRAINING = ("augment", "repeats", "region")  # model keys that are not plain training settings
 
 
 def typed(value, schema: dict):
@@ -72,6 +72,18 @@ def variant_spec(config: dict, name: str) -> dict:
     if spec.get("input_size") is None:
         spec["input_size"] = config["image_size"]
     return spec
+
+
+def model_region(config: dict, name: str) -> str:
+    """The part of the hand model ``name`` sees: its own ``region``, else ``preprocess.region``."""
+    return config["models"][name].get("region") or config["preprocess"]["region"]
+
+
+def view_folder(config: dict, name: str) -> str:
+    """Where model ``name``'s images are: the preprocess stage's folder when it sees the run's
+    region, else that of its view (rule preprocess_view)."""
+    region = model_region(config, name)
+    return "results/preprocess" if region == config["preprocess"]["region"] else f"results/preprocess/views/{region}"
 
 
 def repeats(config: dict, name: str) -> int:

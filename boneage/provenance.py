@@ -55,6 +55,7 @@ def model_card(variant: str, model_meta: dict, preprocess: dict, dataset: dict, 
                 "model_input_size_px": spec["input_size"],
                 "intensity": "8-bit PNG scaled to [0, 1]; the model normalises internally",
                 "crop_method": settings["crop_method"],
+                "region": settings.get("region", "hand"),  # the part of the hand box (boneage.crop.region_box)
                 "clahe": {"clip_limit": settings["clahe_clip_limit"], "tile_grid": settings["clahe_tile_grid"]},
             },
             "sex": "male = 1, female = 0" if spec.get("sex_input") else "not used",

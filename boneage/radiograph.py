@@ -55,6 +55,30 @@ def pad_square(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.copyMakeBorder(img, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT, value=0)
 
 
+def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> tuple[np.ndarray, int]:
+    """The model input of an 8-bit film ``img`` whose hand box is ``box``: the part ``settings.region``
+    names -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square. Returns the
+    image and the markers painted out; adds seconds per step to ``t``. The preprocess stage and the
+    views stage (other parts of the same hand boxes) both make their images here."""
+    t = {} if t is None else t
+    t0 = time.perf_counter()
+    rx0, ry0, rx1, ry1 = region_box(box, settings.region, img.shape[1], img.shape[0])
+    cut = img[ry0:ry1, rx0:rx1]
+    markers = 0
+    if settings.remove_markers:
+        cut, markers = remove_markers(cut)
+    t["crop"] = t.get("crop", 0.0) + time.perf_counter() - t0
+    t0 = time.perf_counter()
+    small, _ = resize_pad(cut, settings.image_size)
+    t["resize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip_limit,
+                            tileGridSize=(settings.clahe_tile_grid, settings.clahe_tile_grid))
+    out = pad_square(clahe.apply(small), settings.image_size)
+    t["clahe"] = time.perf_counter() - t0
+    return out, markers
+
+
 def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple[np.ndarray, dict, dict]:
     """One radiograph to its model input. Returns (png image, index fields, seconds per step).
 
@@ -82,21 +106,8 @@ def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple
     t0 = time.perf_counter()
     crop = cropper(img, analysis)
     x0, y0, x1, y1 = crop.box
-    rx0, ry0, rx1, ry1 = region_box(crop.box, settings.region, img.shape[1], img.shape[0])
-    cut = img[ry0:ry1, rx0:rx1]
-    markers = 0
-    if settings.remove_markers:
-        cut, markers = remove_markers(cut)
     t["crop"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    small, _ = resize_pad(cut, settings.image_size)
-    t["resize"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip_limit,
-                            tileGridSize=(settings.clahe_tile_grid, settings.clahe_tile_grid))
-    out = pad_square(clahe.apply(small), settings.image_size)
-    t["clahe"] = time.perf_counter() - t0
+    out, markers = render(img, crop.box, settings, t)
 
     fields = {
         "source_file": str(path),

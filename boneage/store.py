@@ -44,17 +44,31 @@ def ids_sha256(ids) -> str:
 
 def write_store(index: pd.DataFrame, root: Path, path: Path) -> dict:
     """Every image of ``index`` (PNG paths relative to ``root``) into ``path``, one at a time."""
-    size = None
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+    def images():
         for name in index["image"]:
             img = cv2.imread(str(root / name), cv2.IMREAD_GRAYSCALE)
-            if img is None or img.shape[0] != img.shape[1] or (size is not None and img.shape[0] != size):
-                raise StoreError(f"{root / name}: unreadable or not of the set's square size {size}; re-run "
+            if img is None:
+                raise StoreError(f"{root / name}: unreadable; re-run preprocess")
+            yield img
+    return write_images(index["id"], images(), path)
+
+
+def write_images(ids, images, path: Path) -> dict:
+    """The square uint8 arrays ``images`` (one per id of ``ids``, in order) into the store ``path``
+    and its ``images.json``."""
+    size, n = None, 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        for img in images:
+            if img.ndim != 2 or img.shape[0] != img.shape[1] or (size is not None and img.shape[0] != size):
+                raise StoreError(f"{path}: image {n} is {img.shape}, not of the set's square size {size}; re-run "
                                  "preprocess")
-            size = img.shape[0]
+            size, n = img.shape[0], n + 1
             out.write(np.ascontiguousarray(img, np.uint8).tobytes())
-    meta = {"format": STORE_FORMAT, "n": int(len(index)), "size": int(size or 0),
-            "ids_sha256": ids_sha256(index["id"]), "sha256": sha256_file(path),
+    ids = list(ids)
+    if n != len(ids):
+        raise StoreError(f"{path}: {n} images for {len(ids)} ids")
+    meta = {"format": STORE_FORMAT, "n": n, "size": int(size or 0),
+            "ids_sha256": ids_sha256(ids), "sha256": sha256_file(path),
             "layout": "uint8 (N, S, S), C order, the index's row order, no header"}
     write_json(path.with_suffix(".json"), meta)
     return meta

@@ -55,8 +55,10 @@ from boneage.config import (
     SEEDS_SUFFIX,
     ConfigError,
     model_list,
+    model_region,
     repeats,
     variant_spec,
+    view_folder,
 )
 from boneage.layout import LayoutError, listing_sha256, resolve_layout
 
@@ -150,6 +152,22 @@ def model_variant(wildcards):
 
 def model_spec(wildcards):
     return f"results/models/{model_variant(wildcards)}/spec.json"
+
+
+def model_store(wildcards):
+    """The image store of a model's variant (wildcard variant or model): its region's."""
+    variant = (
+        wildcards.variant if hasattr(wildcards, "variant") else model_variant(wildcards)
+    )
+    return f"{view_folder(config, variant)}/images.u8"
+
+
+def model_preprocessing(wildcards):
+    """The preprocess summary of a model's images (settings and region), for cards and bundles."""
+    variant = (
+        wildcards.variant if hasattr(wildcards, "variant") else model_variant(wildcards)
+    )
+    return f"{view_folder(config, variant)}/preprocess_summary.json"
 
 
 def model_split(wildcards):
@@ -278,18 +296,33 @@ if config["external_test"]:
 
 # Bundles (workflow/rules/predict.smk): one per model and fold ensemble, and the ensemble's when
 # configured.
-BUNDLE_NAMES = MODELS + COMBINED + (["ensemble"] if ENSEMBLE else [])
+# An ensemble of models that see different parts of the hand (models.<name>.region) has no bundle
+# yet: a bundle holds one preprocessing. Its metrics are made; its members' bundles are.
+ENSEMBLE_REGIONS = sorted(
+    {model_region(config, m.removesuffix(FOLDS_SUFFIX)) for m in ENSEMBLE}
+)
+ENSEMBLE_BUNDLE = len(ENSEMBLE_REGIONS) == 1
+BUNDLE_NAMES = MODELS + COMBINED + (["ensemble"] if ENSEMBLE_BUNDLE else [])
 BUNDLES = [f"results/bundles/{name}" for name in BUNDLE_NAMES]
+
+
+_VIEWS_UNBUNDLED = (
+    "config key {key}: 'ensemble', but its members see different parts of the hand "
+    f"(regions {', '.join(ENSEMBLE_REGIONS)}) and a bundle holds one preprocessing, so the ensemble "
+    f"has no bundle; name one of its models ({', '.join(ENSEMBLE)})"
+)
 
 
 def predict_bundle():
     """The bundle folder predict uses: config predict.bundle as a model name, 'ensemble' or a
     path; by default the ensemble when configured, else the first variant."""
-    name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
+    name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE_BUNDLE else MODELS[0])
     if name == "ensemble" and not ENSEMBLE:
         raise WorkflowError(
             "config key predict.bundle: 'ensemble', but ensemble.variants is empty"
         )
+    if name == "ensemble" and not ENSEMBLE_BUNDLE:
+        raise WorkflowError(_VIEWS_UNBUNDLED.format(key="predict.bundle"))
     if name in BUNDLE_NAMES:
         return f"results/bundles/{name}"
     if not os.path.isfile(os.path.join(name, "bundle.json")):
@@ -302,7 +335,11 @@ def predict_bundle():
 
 def calibrate_bundle_name():
     """config calibrate.bundle, or the ensemble when configured, else the first variant."""
-    name = config["calibrate"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
+    name = config["calibrate"]["bundle"] or (
+        "ensemble" if ENSEMBLE_BUNDLE else MODELS[0]
+    )
+    if name == "ensemble" and ENSEMBLE and not ENSEMBLE_BUNDLE:
+        raise WorkflowError(_VIEWS_UNBUNDLED.format(key="calibrate.bundle"))
     if name not in BUNDLE_NAMES:
         raise WorkflowError(
             f"config key calibrate.bundle: {name!r} is not a bundle of this run ({', '.join(BUNDLE_NAMES)})"
@@ -348,6 +385,11 @@ def report_benchmarks():
         "results/benchmarks/download/download.tsv",
         "results/benchmarks/preprocess/preprocess.tsv",
         "results/benchmarks/split/split.tsv",
+    ]
+    files += [
+        f"results/benchmarks/preprocess/view_{region}.tsv"
+        for region in sorted({model_region(config, m) for m in MODELS})
+        if region != config["preprocess"]["region"]
     ]
     for rule_name in ("train", "evaluate", "gradcam"):
         files += [f"results/benchmarks/{rule_name}/{m}.tsv" for m in MODELS]

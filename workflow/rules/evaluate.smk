@@ -5,10 +5,10 @@ rule evaluate_variant:
         model="results/models/{model}/model.pt",
         summary="results/models/{model}/train_summary.json",
         index="results/preprocess/index.parquet",
-        store="results/preprocess/images.u8",
+        store=model_store,
         split=model_split,
         dataset="results/download/dataset.json",
-        preprocess="results/preprocess/preprocess_summary.json",
+        preprocess=model_preprocessing,
     output:
         predictions="results/evaluate/{model}/predictions.parquet",
         metrics="results/evaluate/{model}/metrics.json",

@@ -3,7 +3,7 @@ rule bundle_variant:
     input:
         model="results/models/{variant}/model.pt",
         metrics="results/evaluate/{variant}/metrics.json",
-        preprocess="results/preprocess/preprocess_summary.json",
+        preprocess=model_preprocessing,
         card="results/models/{variant}/model_card.json",
     output:
         directory("results/bundles/{variant}"),
@@ -57,7 +57,7 @@ rule bundle_group:
         member_metrics=group_files("results/evaluate/{model}/metrics.json"),
         cards=group_files("results/models/{model}/model_card.json"),
         metrics="results/evaluate/{variant}_{group}/metrics.json",
-        preprocess="results/preprocess/preprocess_summary.json",
+        preprocess=model_preprocessing,
     output:
         directory("results/bundles/{variant}_{group}"),
     log:

@@ -84,3 +84,31 @@ rule preprocess_shard:
         "python -m boneage.preprocess --dataset {input} --out-dir {output} --shard {wildcards.shard}/{params.shards} "
         "{params.settings} --max-reject-fraction {params.max_reject} --contact-sheet-n 0 "
         "--threads {threads} > {log} 2>&1"
+
+
+rule preprocess_view:
+    """Another part of every preprocessed hand (a model's region, models.<name>.region) as its own
+    image store: the preprocess stage's hand boxes, cut and made alike (boneage/views.py).
+    """
+    input:
+        index="results/preprocess/index.parquet",
+        summary="results/preprocess/preprocess_summary.json",
+    output:
+        store="results/preprocess/views/{region}/images.u8",
+        meta="results/preprocess/views/{region}/images.json",
+        summary="results/preprocess/views/{region}/preprocess_summary.json",
+    log:
+        "results/logs/preprocess/view_{region}.log",
+    benchmark:
+        "results/benchmarks/preprocess/view_{region}.tsv"
+    wildcard_constraints:
+        region="[a-z]+",
+    conda:
+        "../../envs/boneage.yaml"
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m boneage.views --preprocess-dir results/preprocess --region {wildcards.region} "
+        "--out-dir results/preprocess/views/{wildcards.region} --threads {threads} > {log} 2>&1"

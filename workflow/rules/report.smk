@@ -16,7 +16,7 @@ rule gradcam:
     input:
         model="results/models/{variant}/model.pt",
         index="results/preprocess/index.parquet",
-        store="results/preprocess/images.u8",
+        store=model_store,
         split="results/split/split.csv",
     output:
         panel=report(

@@ -25,7 +25,7 @@ rule train_variant:
     input:
         spec=model_spec,
         index="results/preprocess/index.parquet",
-        store="results/preprocess/images.u8",
+        store=model_store,
         split=model_split,
     output:
         model="results/models/{model}/model.pt",

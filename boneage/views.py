@@ -1,0 +1,96 @@
+"""Stage 2b, views: another part of every preprocessed hand (``models.<name>.region``) as its own image store.
+
+A model may be trained on a part of the hand (wrist, fingers) while others of the same run see the
+whole hand. The hand boxes are found once, by the preprocess stage (MediaPipe or the classical
+crop, the slow part); this stage reads each kept film again, cuts the part of its recorded box that
+the region names and makes the model input exactly as preprocess makes it
+(:func:`boneage.radiograph.render`): same films, same order, same settings but the region. So every
+view's store lines up with ``index.parquet`` and the one split, and a view model's images equal those
+of a run with ``preprocess.region`` set to its region (a test holds it).
+
+Outputs in ``--out-dir``: ``images.u8`` + ``images.json`` (:mod:`boneage.store`) and
+``preprocess_summary.json``: the preprocess settings with this region (what a bundle records, so that
+``predict`` cuts the same part), the images written and the stage's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .crop import REGIONS
+from .files import progress, read_json, setup_logging, usable_threads, write_json
+from .images import read_grey, to_uint8
+from .radiograph import Settings, render
+from .store import write_images
+
+log = logging.getLogger("boneage.views")
+
+
+def _render(task: tuple[str, tuple[int, int, int, int], Settings]) -> np.ndarray:
+    source, box, settings = task
+    return render(to_uint8(read_grey(source)), box, settings)[0]
+
+
+def _init() -> None:
+    cv2.setNumThreads(1)
+
+
+def view_images(index: pd.DataFrame, settings: Settings, threads: int = 1):
+    """The model input of each index row's film for ``settings`` (its region), in index order."""
+    tasks = ((row.source_file, (row.crop_x0, row.crop_y0, row.crop_x1, row.crop_y1), settings)
+             for row in index.itertuples())
+    bar = dict(total=len(index), desc=f"view {settings.region}", unit="img")
+    if threads <= 1:
+        yield from progress(map(_render, tasks), **bar)
+        return
+    with mp.get_context("spawn").Pool(threads, initializer=_init) as pool:
+        yield from progress(pool.imap(_render, tasks, chunksize=32), **bar)
+
+
+def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1) -> dict:
+    """The ``region`` view of the preprocess stage's films in ``preprocess_dir`` into ``out_dir``;
+    returns its summary."""
+    if region not in REGIONS:
+        raise ValueError(f"region {region!r} unknown; use one of {REGIONS}")
+    index = pd.read_parquet(preprocess_dir / "index.parquet")
+    made = read_json(preprocess_dir / "preprocess_summary.json")["settings"]
+    settings = replace(Settings(**{**made, "mediapipe_renderings": tuple(made["mediapipe_renderings"])}),
+                       region=region)
+    threads = usable_threads(threads)
+    log.info("%s view of %d films (%s) with %d processes", region, len(index), preprocess_dir, threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    meta = write_images(index["id"], view_images(index, settings, threads), out_dir / "images.u8")
+    wall = time.perf_counter() - t0
+    summary = {"settings": asdict(settings), "images_written": meta["n"], "from": str(preprocess_dir),
+               "timing": {"images": meta["n"], "threads": threads, "wall_s": round(wall, 3),
+                          "images_per_s": round(meta["n"] / wall, 2) if wall else None}}
+    write_json(out_dir / "preprocess_summary.json", summary)
+    log.info("summary: %s", summary)
+    return summary
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preprocess-dir", required=True,
+                        help="the preprocess stage's folder (index.parquet, preprocess_summary.json)")
+    parser.add_argument("--region", required=True, choices=REGIONS, help="the part of each hand box kept")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    setup_logging()
+    run(Path(args.preprocess_dir), args.region, Path(args.out_dir), args.threads)
+
+
+if __name__ == "__main__":
+    main()
