@@ -1,8 +1,9 @@
 # Pediatric bone age assessment from hand radiographs (RSNA layout): the whole pipeline.
 #
-#   download -> preprocess -> split -> plan, train (per variant [and fold]) -> evaluate (per variant
-#   [and fold, seed]) [-> crossval, seeds (per variant)] [-> ensemble]
-#   -> gradcam (per variant) -> report; bundles (per variant, ensemble) -> predict (new images)
+#   download -> preprocess [-> preprocess_view (per other region of the hand)] -> split
+#   -> plan, train (per variant [and fold]) -> evaluate (per variant [and fold, seed])
+#   [-> crossval, seeds (per variant)] [-> ensemble] -> gradcam (per variant) -> report;
+#   bundles (per variant, ensemble) -> predict (new images)
 #
 # Run: snakemake --cores 8 all        (README.md: set-up, RSNA data, clusters, results layout)
 

@@ -12,7 +12,10 @@ An ensemble bundle (``results/bundles/ensemble/``) holds ``bundle.json`` (member
 bias correction and interval) and a copy of each member's bundle under ``members/<name>/``; a fold
 ensemble's (``results/bundles/<variant>_folds/``, split.folds) holds its fold models' bundles under
 ``members/fold<k>/``, a seed ensemble's (``<variant>_seeds/``, repeats) its seed models' under
-``members/seed<k>/``, equally weighted.
+``members/seed<k>/``, equally weighted. Members of an ensemble may see different parts of the hand
+(``models.<name>.region``): their preprocessing differs in ``region`` alone, each member's
+``bundle.json`` names its own, and :class:`Views` carries the films in each region to
+:meth:`Bundle.predict`.
 
 A calibrated bundle (``python -m boneage.calibrate``) is a copy of its parent whose ``bundle.json``
 adds ``calibration`` (per sex, ``intercept + slope * estimate``, applied after everything else), the
@@ -132,16 +135,23 @@ def write_average(out_dir: Path, members: dict[str, tuple[Path, Path, Path]], pr
     return _write_ensemble_spec(out_dir, {name: 1 / len(members) for name in members}, read_json(metrics_path))
 
 
+def region(preprocess: dict) -> str:
+    """The part of the hand a bundle's preprocessing keeps (bundles made before regions: the hand)."""
+    return preprocess.get("region", "hand")
+
+
 def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict) -> dict:
     """``bundle.json`` of an ensemble whose member bundles are in ``out_dir/members/<name>``. A member
     that is itself an ensemble (a fold ensemble) joins with its own members, each at its share of
-    the member's weight, so that loading stays one level deep."""
+    the member's weight, so that loading stays one level deep. Members' preprocessing may differ in
+    the region alone; the ensemble's ``preprocess`` is its first member's."""
     entries, preprocess, sex_input = [], None, False
     for name, weight in weights.items():
         member = read_json(out_dir / "members" / name / "bundle.json")
-        if preprocess is not None and member["preprocess"] != preprocess:
-            raise BundleError(f"ensemble member {name} was trained on differently preprocessed images")
-        preprocess = member["preprocess"]
+        if preprocess is not None and ({**member["preprocess"], "region": None} != {**preprocess, "region": None}):
+            raise BundleError(f"ensemble member {name} was trained on differently preprocessed images (other than "
+                              "in the part of the hand, settings differ)")
+        preprocess = preprocess or member["preprocess"]
         sex_input = sex_input or bool(member["sex_input"])
         if member["kind"] == "ensemble":
             if member["bias_correction"] is not None:
@@ -154,6 +164,31 @@ def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict
               "sex_input": sex_input}
     write_json(out_dir / "bundle.json", bundle)
     return bundle
+
+
+class Views:
+    """The same films as uint8 (N, 1, S, S) images in each region an ensemble's members see; rows are
+    taken as from one tensor (``views[mask]``, ``views[a:b]``), ``map`` changes every region's alike."""
+
+    def __init__(self, by_region: dict[str, torch.Tensor]):
+        sizes = {len(x) for x in by_region.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"views of different film counts: { {r: len(x) for r, x in by_region.items()} }")
+        self.by_region = by_region
+
+    def __len__(self) -> int:
+        return len(next(iter(self.by_region.values())))
+
+    def __getitem__(self, rows) -> "Views":
+        return Views({r: x[rows] for r, x in self.by_region.items()})
+
+    def map(self, fn) -> "Views":
+        return Views({r: fn(x) for r, x in self.by_region.items()})
+
+    def of(self, name: str) -> torch.Tensor:
+        if name not in self.by_region:
+            raise BundleError(f"no {name} images given; the bundle's members see {sorted(self.by_region)}")
+        return self.by_region[name]
 
 
 @dataclass
@@ -190,6 +225,12 @@ class Bundle:
         return spec
 
     @property
+    def regions(self) -> list[str]:
+        """The parts of the hand its members see, the bundle's own preprocessing's first."""
+        return list(dict.fromkeys([region(self.spec["preprocess"])]
+                                  + [region(member["preprocess"]) for *_, member in self.models]))
+
+    @property
     def needs_sex(self) -> bool:
         """Whether an estimate depends on sex: a sex input, or a calibration per sex."""
         return bool(self.spec["sex_input"]) or bool(self.spec.get("calibration"))
@@ -199,13 +240,20 @@ class Bundle:
         q = self.spec["interval"]["halfwidth_months"]
         return float("inf") if q is None else float(q)
 
-    def predict(self, images_u8: torch.Tensor, male: torch.Tensor, device: torch.device | str = "cpu") -> np.ndarray:
-        """Final bone age in months for uint8 images (N, 1, S, S) of the bundle's preprocessing."""
+    def predict(self, images_u8: "torch.Tensor | Views", male: torch.Tensor,
+                device: torch.device | str = "cpu") -> np.ndarray:
+        """Final bone age in months for uint8 images (N, 1, S, S) of the bundle's preprocessing, or
+        :class:`Views` of them in each of its :attr:`regions`."""
         device = torch.device(device)
+        if not isinstance(images_u8, Views):
+            if len(self.regions) > 1:
+                raise BundleError(f"{self.path}: its members see {self.regions}; give the films in each (Views)")
+            images_u8 = Views({self.regions[0]: images_u8})
         total = np.zeros(len(images_u8))
         for model, meta, weight, member in self.models:
             inf = member["inference"]
-            pred = predict(model, images_u8, male, member["input_size"], meta["target_mean"], meta["target_std"],
+            films = images_u8.of(region(member["preprocess"]))
+            pred = predict(model, films, male, member["input_size"], meta["target_mean"], meta["target_std"],
                            device, tta=inf["tta"], hflip=inf["hflip"])
             total += weight * corrected(pred, member["bias_correction"])
         if self.spec["kind"] == "ensemble":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bundle import Bundle
+from .bundle import Bundle, Views
 from .data import load_images
 from .files import keep_freed_memory, usable_threads, write_json, write_table
 from .ingest import parse_sex
@@ -29,7 +30,7 @@ from .inference import resolve_device
 from .intervals import coverage
 from .layout import IMAGE_EXTENSIONS
 from .metrics import confidence, regression
-from .radiograph import Settings, run_images
+from .radiograph import BOX, Settings, run_images, view_images
 from .stability import Retakes, estimates, spread, summarise
 from .uncertainty import Bootstrap
 
@@ -124,11 +125,24 @@ def preprocess(files: list[Path], settings: Settings, out_dir: Path, threads: in
     return {int(r["id"]): r for r in run_images(tasks, settings, out_dir, threads)}
 
 
-def estimate(bundle: Bundle, rows: pd.DataFrame, out_dir: Path, device, retakes: Retakes = Retakes(0)) -> pd.DataFrame:
-    """Bone age for the preprocessed rows (column ``image``); both sexes where sex is unknown; with
-    ``retakes``, each film's test-retest spread (of the larger of its two estimates' where sex is
-    unknown)."""
+def films(bundle: Bundle, rows: pd.DataFrame, out_dir: Path, settings: Settings, threads: int = 1):
+    """The preprocessed rows' model inputs: the written PNGs (column ``image``, the bundle's own
+    region); for an ensemble whose members see other parts of the hand as well, :class:`Views` with
+    those parts cut from the same hand boxes (columns ``source_file`` and ``BOX``)."""
     images = load_images(rows, out_dir)
+    if len(bundle.regions) == 1:
+        return images
+    by_region = {bundle.regions[0]: images}
+    for name in bundle.regions[1:]:
+        cut = np.stack(list(view_images(rows, replace(settings, region=name), threads)))
+        by_region[name] = torch.from_numpy(cut[:, None])
+    return Views(by_region)
+
+
+def estimate(bundle: Bundle, rows: pd.DataFrame, images, device, retakes: Retakes = Retakes(0)) -> pd.DataFrame:
+    """Bone age for the preprocessed rows and their ``images`` (:func:`films`); both sexes where sex
+    is unknown; with ``retakes``, each film's test-retest spread (of the larger of its two estimates'
+    where sex is unknown)."""
     rows = rows.copy()
     unknown = rows["male"].isna().to_numpy() & bundle.needs_sex
     as_given = torch.tensor(rows["male"].fillna(0.0).to_numpy(np.float32))
@@ -169,12 +183,15 @@ def predict_files(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir
     table["image"] = [results[k].get("image") for k in range(len(files))]
     table["crop_method"] = [results[k].get("crop_method", "") for k in range(len(files))]
     table["error"] = [results[k].get("reject", "") for k in range(len(files))]
+    for box in BOX:  # the hand box found, for the other parts an ensemble's members may see
+        table[box] = [results[k].get(box, -1) for k in range(len(files))]
     for k, path in enumerate(files):
         if not path.is_file():
             table.loc[k, "error"] = f"file not found: {path}"
     ok = table["error"] == ""
     if ok.any():
-        table = pd.concat([estimate(bundle, table[ok], out_dir, device, retakes), table[~ok]]).sort_index()
+        images = films(bundle, table[ok], out_dir, settings, threads)
+        table = pd.concat([estimate(bundle, table[ok], images, device, retakes), table[~ok]]).sort_index()
     table = finish(table, bundle)
     write_table(table[COLUMNS], out_dir / "predictions.csv")
     write_table(table[COLUMNS], out_dir / "predictions.parquet")

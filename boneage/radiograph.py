@@ -23,6 +23,7 @@ from .files import progress, sha256_bytes
 from .images import ImageError, check_usable, inside, read_grey, to_uint8
 
 STEPS = ("read", "decode", "check", "crop", "resize", "clahe", "encode")
+BOX = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")  # the hand box found, as the index records it
 
 
 @dataclass(frozen=True)
@@ -174,3 +175,27 @@ def run_images(tasks: list[tuple[str, str | None]], settings: Settings, out_dir:
     with ctx.Pool(threads, initializer=_init_worker, initargs=(settings, str(out_dir))) as pool:
         results = pool.imap_unordered(_work, tasks, chunksize=chunk)
         yield from progress(results, total=len(tasks), desc="preprocess", unit="img")
+
+
+# --- other parts of hands already found: the views stage, and predict for ensembles of regions ---
+def _render_view(task: tuple[str, tuple[int, int, int, int], Settings]) -> np.ndarray:
+    source, box, settings = task
+    return render(to_uint8(read_grey(source)), box, settings)[0]
+
+
+def _init_view() -> None:
+    cv2.setNumThreads(1)
+
+
+def view_images(index, settings: Settings, threads: int = 1):
+    """The model input of each row of the table ``index``'s film (``source_file``) for ``settings`` (its region) from the hand
+    box the row records (:data:`BOX`), in row order: another part of hands already
+    found, without finding them again (the views stage; predict for an ensemble of regions)."""
+    tasks = ((source, tuple(map(int, box)), settings)
+             for source, *box in zip(index["source_file"], *(index[c] for c in BOX)))
+    bar = dict(total=len(index), desc=f"view {settings.region}", unit="img")
+    if threads <= 1:
+        yield from progress(map(_render_view, tasks), **bar)
+        return
+    with mp.get_context("spawn").Pool(threads, initializer=_init_view) as pool:
+        yield from progress(pool.imap(_render_view, tasks, chunksize=32), **bar)

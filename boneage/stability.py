@@ -91,13 +91,16 @@ def estimates(estimate: Callable[[slice, torch.Tensor], np.ndarray], images_u8: 
               chunk: int = 512) -> np.ndarray:
     """``(views, N)``: ``estimate(rows, images) -> months`` on every retake of every film (``rows``:
     the films' slice, for their sex; the function holds the model, TTA and corrections). Films go
-    through in chunks, so memory does not grow with their number."""
+    through in chunks, so memory does not grow with their number. ``images_u8`` may be
+    :class:`boneage.bundle.Views` (a film in several parts of the hand): each part is retaken alike."""
     n, views = len(images_u8), retakes.params()
     out = np.full((len(views), n), np.nan)
     for start in range(0, n, chunk):
         block = slice(start, min(n, start + chunk))
         for k, view in enumerate(views):
-            out[k, block] = estimate(block, retake(images_u8[block], view))
+            films = images_u8[block]
+            taken = films.map(lambda x: retake(x, view)) if hasattr(films, "map") else retake(films, view)
+            out[k, block] = estimate(block, taken)
     return out
 
 

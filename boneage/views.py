@@ -4,7 +4,7 @@ A model may be trained on a part of the hand (wrist, fingers) while others of th
 whole hand. The hand boxes are found once, by the preprocess stage (MediaPipe or the classical
 crop, the slow part); this stage reads each kept film again, cuts the part of its recorded box that
 the region names and makes the model input exactly as preprocess makes it
-(:func:`boneage.radiograph.render`): same films, same order, same settings but the region. So every
+(:func:`boneage.radiograph.render`, :func:`~boneage.radiograph.view_images`): same films, same order, same settings but the region. So every
 view's store lines up with ``index.parquet`` and the one split, and a view model's images equal those
 of a run with ``preprocess.region`` set to its region (a test holds it).
 
@@ -17,44 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 
 from .crop import REGIONS
-from .files import progress, read_json, setup_logging, usable_threads, write_json
-from .images import read_grey, to_uint8
-from .radiograph import Settings, render
+from .files import read_json, setup_logging, usable_threads, write_json
+from .radiograph import Settings, view_images
 from .store import write_images
 
 log = logging.getLogger("boneage.views")
-
-
-def _render(task: tuple[str, tuple[int, int, int, int], Settings]) -> np.ndarray:
-    source, box, settings = task
-    return render(to_uint8(read_grey(source)), box, settings)[0]
-
-
-def _init() -> None:
-    cv2.setNumThreads(1)
-
-
-def view_images(index: pd.DataFrame, settings: Settings, threads: int = 1):
-    """The model input of each index row's film for ``settings`` (its region), in index order."""
-    tasks = ((row.source_file, (row.crop_x0, row.crop_y0, row.crop_x1, row.crop_y1), settings)
-             for row in index.itertuples())
-    bar = dict(total=len(index), desc=f"view {settings.region}", unit="img")
-    if threads <= 1:
-        yield from progress(map(_render, tasks), **bar)
-        return
-    with mp.get_context("spawn").Pool(threads, initializer=_init) as pool:
-        yield from progress(pool.imap(_render, tasks, chunksize=32), **bar)
 
 
 def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1) -> dict:

@@ -387,3 +387,49 @@ def test_touching_a_file_the_report_reads_schedules_the_report(run_dir, read):
         assert "report" in plan and "train_variant" not in plan, plan
     finally:
         os.utime(path, (before.st_atime, before.st_mtime))
+
+
+def test_models_of_one_run_see_other_parts_of_the_hand_and_their_ensemble_predicts_as_evaluated(run_dir, tmp_path):
+    import shutil
+
+    from boneage import preprocess, views
+    from boneage.predict import run as predict
+    from boneage.radiograph import Settings
+
+    overlay = tmp_path / "wrist.yaml"
+    overlay.write_text("models:\n  resnet18:\n    arch: resnet18\n    region: wrist\n")
+    proc = snakemake(run_dir, "all", "-n", "--configfile", SMOKE, str(overlay))
+    jobs, text = planned_jobs(proc), proc.stdout + proc.stderr
+    # the view is cut from the boxes preprocess found: no new hand detection, no new split
+    assert jobs["preprocess_view"] == 1 and not {"download", "preprocess", "split"} & set(jobs)
+    assert "results/preprocess/views/wrist/images.u8" in text and jobs["bundle_ensemble"] == 1
+    assert "results/models/efficientnet_lite0_sex/model.pt" not in text  # the other model keeps its hand images
+
+    # the view's images are, byte for byte, those of a preprocess run with that region
+    made = run_dir / "results" / "preprocess"
+    summary = views.run(made, "wrist", tmp_path / "view")
+    settings = json.loads((made / "preprocess_summary.json").read_text())["settings"]
+    wrist = Settings(**{**settings, "region": "wrist", "mediapipe_renderings": tuple(settings["mediapipe_renderings"])})
+    assert summary["settings"] == {**settings, "region": "wrist", "mediapipe_renderings": wrist.mediapipe_renderings}
+    preprocess.run(run_dir / "results" / "download" / "dataset.json", tmp_path / "direct", wrist, contact_sheet_n=0)
+    view, direct = ((d / "images.u8").read_bytes() for d in (tmp_path / "view", tmp_path / "direct"))
+    assert view == direct and view != (made / "images.u8").read_bytes()
+
+    # the whole run with a wrist model beside a hand model: the ensemble's bundle, copied elsewhere,
+    # finds each film's hand once, cuts both parts and predicts what evaluation predicted
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir, symlinks=True)
+    snakemake(workdir, "all", "--cores", "2", "--configfile", SMOKE, str(overlay))
+    bundle = tmp_path / "elsewhere"
+    shutil.copytree(workdir / "results" / "bundles" / "ensemble", bundle)
+    regions = {json.loads(f.read_text())["preprocess"]["region"] for f in bundle.glob("members/*/bundle.json")}
+    assert regions == {"hand", "wrist"}
+    demo = run_dir / "results" / "data" / "demo"
+    labels = pd.read_csv(demo / "boneage-training-dataset.csv", dtype={"id": str})
+    labels[["id", "male"]].to_csv(tmp_path / "sex.csv", index=False)
+    ids = _test_ids(run_dir)
+    table = predict([str(demo / "boneage-training-dataset" / f"{i}.png") for i in ids], tmp_path / "sex.csv", bundle,
+                    tmp_path / "out")
+    evaluated = pd.read_parquet(workdir / "results" / "evaluate" / "ensemble" / "predictions.parquet")
+    both = table.merge(evaluated[evaluated["subset"] == "test"], on="id")
+    assert len(both) == len(ids) > 0 and (both["boneage_months"] - both["pred"]).abs().max() < SAME_MONTHS

@@ -296,33 +296,18 @@ if config["external_test"]:
 
 # Bundles (workflow/rules/predict.smk): one per model and fold ensemble, and the ensemble's when
 # configured.
-# An ensemble of models that see different parts of the hand (models.<name>.region) has no bundle
-# yet: a bundle holds one preprocessing. Its metrics are made; its members' bundles are.
-ENSEMBLE_REGIONS = sorted(
-    {model_region(config, m.removesuffix(FOLDS_SUFFIX)) for m in ENSEMBLE}
-)
-ENSEMBLE_BUNDLE = len(ENSEMBLE_REGIONS) == 1
-BUNDLE_NAMES = MODELS + COMBINED + (["ensemble"] if ENSEMBLE_BUNDLE else [])
+BUNDLE_NAMES = MODELS + COMBINED + (["ensemble"] if ENSEMBLE else [])
 BUNDLES = [f"results/bundles/{name}" for name in BUNDLE_NAMES]
-
-
-_VIEWS_UNBUNDLED = (
-    "config key {key}: 'ensemble', but its members see different parts of the hand "
-    f"(regions {', '.join(ENSEMBLE_REGIONS)}) and a bundle holds one preprocessing, so the ensemble "
-    f"has no bundle; name one of its models ({', '.join(ENSEMBLE)})"
-)
 
 
 def predict_bundle():
     """The bundle folder predict uses: config predict.bundle as a model name, 'ensemble' or a
     path; by default the ensemble when configured, else the first variant."""
-    name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE_BUNDLE else MODELS[0])
+    name = config["predict"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
     if name == "ensemble" and not ENSEMBLE:
         raise WorkflowError(
             "config key predict.bundle: 'ensemble', but ensemble.variants is empty"
         )
-    if name == "ensemble" and not ENSEMBLE_BUNDLE:
-        raise WorkflowError(_VIEWS_UNBUNDLED.format(key="predict.bundle"))
     if name in BUNDLE_NAMES:
         return f"results/bundles/{name}"
     if not os.path.isfile(os.path.join(name, "bundle.json")):
@@ -335,11 +320,7 @@ def predict_bundle():
 
 def calibrate_bundle_name():
     """config calibrate.bundle, or the ensemble when configured, else the first variant."""
-    name = config["calibrate"]["bundle"] or (
-        "ensemble" if ENSEMBLE_BUNDLE else MODELS[0]
-    )
-    if name == "ensemble" and ENSEMBLE and not ENSEMBLE_BUNDLE:
-        raise WorkflowError(_VIEWS_UNBUNDLED.format(key="calibrate.bundle"))
+    name = config["calibrate"]["bundle"] or ("ensemble" if ENSEMBLE else MODELS[0])
     if name not in BUNDLE_NAMES:
         raise WorkflowError(
             f"config key calibrate.bundle: {name!r} is not a bundle of this run ({', '.join(BUNDLE_NAMES)})"
