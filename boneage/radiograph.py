@@ -188,9 +188,9 @@ def _init_view() -> None:
 
 
 def view_images(index, settings: Settings, threads: int = 1):
-    """The model input of each row of the table ``index``'s film (``source_file``) for ``settings`` (its region) from the hand
-    box the row records (:data:`BOX`), in row order: another part of hands already
-    found, without finding them again (the views stage; predict for an ensemble of regions)."""
+    """For each row of the table ``index``, in order, the model input of its film (``source_file``) for
+    ``settings`` (its region), cut from the hand box the row records (:data:`BOX`): another part of
+    hands already found, without finding them again (the views stage; predict for ensembles of regions)."""
     tasks = ((source, tuple(map(int, box)), settings)
              for source, *box in zip(index["source_file"], *(index[c] for c in BOX)))
     bar = dict(total=len(index), desc=f"view {settings.region}", unit="img")

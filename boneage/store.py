@@ -56,15 +56,15 @@ def write_store(index: pd.DataFrame, root: Path, path: Path) -> dict:
 def write_images(ids, images, path: Path) -> dict:
     """The square uint8 arrays ``images`` (one per id of ``ids``, in order) into the store ``path``
     and its ``images.json``."""
-    size, n = None, 0
+    size, n, ids = None, 0, list(ids)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         for img in images:
             if img.ndim != 2 or img.shape[0] != img.shape[1] or (size is not None and img.shape[0] != size):
-                raise StoreError(f"{path}: image {n} is {img.shape}, not of the set's square size {size}; re-run "
-                                 "preprocess")
+                name = ids[n] if n < len(ids) else n
+                raise StoreError(f"{path}: image of id {name} is {img.shape}, not of the set's square size {size}; "
+                                 "re-run preprocess")
             size, n = img.shape[0], n + 1
             out.write(np.ascontiguousarray(img, np.uint8).tobytes())
-    ids = list(ids)
     if n != len(ids):
         raise StoreError(f"{path}: {n} images for {len(ids)} ids")
     meta = {"format": STORE_FORMAT, "n": n, "size": int(size or 0),

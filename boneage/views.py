@@ -1,12 +1,13 @@
-"""Stage 2b, views: another part of every preprocessed hand (``models.<name>.region``) as its own image store.
+"""Stage 2b, views: another part of every preprocessed hand (``models.<name>.region``) as an image store.
 
 A model may be trained on a part of the hand (wrist, fingers) while others of the same run see the
 whole hand. The hand boxes are found once, by the preprocess stage (MediaPipe or the classical
 crop, the slow part); this stage reads each kept film again, cuts the part of its recorded box that
 the region names and makes the model input exactly as preprocess makes it
-(:func:`boneage.radiograph.render`, :func:`~boneage.radiograph.view_images`): same films, same order, same settings but the region. So every
-view's store lines up with ``index.parquet`` and the one split, and a view model's images equal those
-of a run with ``preprocess.region`` set to its region (a test holds it).
+(:func:`boneage.radiograph.view_images`, :func:`~boneage.radiograph.render`): same films, same
+order, same settings but the region. So every view's store lines up with ``index.parquet`` and the
+one split, and a view model's images equal those of a run with ``preprocess.region`` set to its
+region (a test holds it).
 
 Outputs in ``--out-dir``: ``images.u8`` + ``images.json`` (:mod:`boneage.store`) and
 ``preprocess_summary.json``: the preprocess settings with this region (what a bundle records, so that
