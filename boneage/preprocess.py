@@ -25,65 +25,23 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pandas as pd
 
-from .crop import CROP_METHODS, REGIONS, RENDERINGS, region_box
+from .crop import CROP_METHODS, REGIONS, RENDERINGS
 from .files import read_json, setup_logging, usable_threads, write_json, write_table
-from .images import find_image, read_grey, to_uint8
+from .images import find_image
 from .ingest import REJECT_COLUMNS, read_labels
+from .qc import contact_sheet
 from .radiograph import STEPS, Settings, run_images
 from .store import write_store
 
 log = logging.getLogger("boneage.preprocess")
 
-THUMBNAIL_PX = 400  # long side of the contact sheet's source images
 DOUBTS_LISTED = 100  # doubtful images named in the summary and the report
 
 
 class RejectedShareError(RuntimeError):
     pass
-
-
-def contact_sheet(index: pd.DataFrame, out_dir: Path, path: Path, n: int, seed: int = 0, region: str = "hand") -> None:
-    """Before/after pairs of random images: source with hand box, method and the part kept
-    (``region``, where not the whole hand), then the PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sample = index.sample(n=min(n, len(index)), random_state=seed).sort_values("boneage")
-    cols = 4
-    rows = max(1, int(np.ceil(len(sample) / cols)))
-    fig, axes = plt.subplots(rows, cols * 2, figsize=(cols * 2 * 1.6, rows * 1.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for k, row in enumerate(sample.itertuples()):
-        r, c = divmod(k, cols)
-        before = to_uint8(read_grey(row.source_file))
-        scale = min(1.0, THUMBNAIL_PX / max(before.shape))  # draw a thumbnail, not the full film
-        before = cv2.resize(before, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else before
-        ax = axes[r, 2 * c]
-        ax.imshow(before, cmap="gray", vmin=0, vmax=255)
-        hand = (row.crop_x0, row.crop_y0, row.crop_x1, row.crop_y1)
-        boxes = [(hand, "#ff7f0e")]
-        if region != "hand":
-            boxes.append((region_box(hand, region, row.width_before, row.height_before), "#1f9bff"))
-        for (x0, y0, x1, y1), colour in boxes:
-            ax.add_patch(matplotlib.patches.Rectangle((x0 * scale, y0 * scale), (x1 - x0) * scale, (y1 - y0) * scale,
-                                                      fill=False, edgecolor=colour, linewidth=1.2))
-        ax.set_title(f"{row.id}: {row.crop_method}", fontsize=6)
-        after = cv2.imread(str(out_dir / row.image), cv2.IMREAD_GRAYSCALE)
-        ax = axes[r, 2 * c + 1]
-        ax.imshow(after, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{row.boneage:.0f} mo, {'M' if row.male else 'F'}", fontsize=6)
-    kept = "" if region == "hand" else f" and the {region} kept (blue)"
-    fig.suptitle(f"Crops: source with hand box (orange){kept} (left), model input (right)", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def summarise_timing(timings: list[dict], wall_s: float, threads: int) -> dict:
@@ -262,7 +220,8 @@ def finish(out_dir: Path, settings: Settings, labels: pd.DataFrame, label_reject
     write_json(out_dir / "preprocess_summary.json", summary)
     log.info("summary: %s", summary)
     if len(index):
-        contact_sheet(index, out_dir, qc / "contact_sheet.png", contact_sheet_n, region=settings.region)
+        contact_sheet(index, lambda row: cv2.imread(str(out_dir / row.image), cv2.IMREAD_GRAYSCALE),
+                      qc / "contact_sheet.png", contact_sheet_n, region=settings.region)
     _check_share(rejects, total, max_reject_fraction, len(index), out_dir / "rejects.csv", kept_rejects)
     return index
 

@@ -11,7 +11,8 @@ region (a test holds it).
 
 Outputs in ``--out-dir``: ``images.u8`` + ``images.json`` (:mod:`boneage.store`) and
 ``preprocess_summary.json``: the preprocess settings with this region (what a bundle records, so that
-``predict`` cuts the same part), the images written and the stage's time.
+``predict`` cuts the same part), the images written and the stage's time; ``contact_sheet.png``:
+source films with the hand box and the part kept beside the model input (QC).
 """
 
 from __future__ import annotations
@@ -23,19 +24,21 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .crop import REGIONS
 from .files import read_json, setup_logging, usable_threads, write_json
+from .qc import contact_sheet
 from .radiograph import Settings, view_images
 from .store import write_images
 
 log = logging.getLogger("boneage.views")
 
 
-def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1) -> dict:
-    """The ``region`` view of the preprocess stage's films in ``preprocess_dir`` into ``out_dir``;
-    returns its summary."""
+def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1, contact_sheet_n: int = 24) -> dict:
+    """The ``region`` view of the preprocess stage's films in ``preprocess_dir`` into ``out_dir``, with
+    a contact sheet of ``contact_sheet_n`` films; returns its summary."""
     if region not in REGIONS:
         raise ValueError(f"region {region!r} unknown; use one of {REGIONS}")
     index = pd.read_parquet(preprocess_dir / "index.parquet")
@@ -53,6 +56,10 @@ def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1) -> d
                           "images_per_s": round(meta["n"] / wall, 2) if wall else None}}
     write_json(out_dir / "preprocess_summary.json", summary)
     log.info("summary: %s", summary)
+    if len(index):
+        store = np.memmap(out_dir / "images.u8", np.uint8, "r", shape=(meta["n"], meta["size"], meta["size"]))
+        contact_sheet(index.reset_index(drop=True), lambda row: store[row.Index], out_dir / "contact_sheet.png",
+                      contact_sheet_n, region=region)
     return summary
 
 
@@ -62,10 +69,11 @@ def main(argv=None) -> None:
                         help="the preprocess stage's folder (index.parquet, preprocess_summary.json)")
     parser.add_argument("--region", required=True, choices=REGIONS, help="the part of each hand box kept")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--contact-sheet-n", type=int, default=24, help="films on its contact sheet")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging()
-    run(Path(args.preprocess_dir), args.region, Path(args.out_dir), args.threads)
+    run(Path(args.preprocess_dir), args.region, Path(args.out_dir), args.threads, args.contact_sheet_n)
 
 
 if __name__ == "__main__":

@@ -414,6 +414,7 @@ def test_models_of_one_run_see_other_parts_of_the_hand_and_their_ensemble_predic
     preprocess.run(run_dir / "results" / "download" / "dataset.json", tmp_path / "direct", wrist, contact_sheet_n=0)
     view, direct = ((d / "images.u8").read_bytes() for d in (tmp_path / "view", tmp_path / "direct"))
     assert view == direct and view != (made / "images.u8").read_bytes()
+    assert (tmp_path / "view" / "contact_sheet.png").stat().st_size > 0  # QC: the part kept, film by film
 
     # the whole run with a wrist model beside a hand model: the ensemble's bundle, copied elsewhere,
     # finds each film's hand once, cuts both parts and predicts what evaluation predicted

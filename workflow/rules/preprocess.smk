@@ -97,6 +97,12 @@ rule preprocess_view:
         store="results/preprocess/views/{region}/images.u8",
         meta="results/preprocess/views/{region}/images.json",
         summary="results/preprocess/views/{region}/preprocess_summary.json",
+        sheet=report(
+            "results/preprocess/views/{region}/contact_sheet.png",
+            caption="../report/contact_sheet.rst",
+            category="1. Preprocessing",
+            labels={"figure": "contact sheet, {region}"},
+        ),
     log:
         "results/logs/preprocess/view_{region}.log",
     benchmark:
@@ -109,6 +115,9 @@ rule preprocess_view:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        sheet_n=config["preprocess"]["contact_sheet_images"],
     shell:
         "python -m boneage.views --preprocess-dir results/preprocess --region {wildcards.region} "
+        "--contact-sheet-n {params.sheet_n} "
         "--out-dir results/preprocess/views/{wildcards.region} --threads {threads} > {log} 2>&1"
