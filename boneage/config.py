@@ -79,13 +79,6 @@ def model_region(config: dict, name: str) -> str:
     return config["models"][name].get("region") or config["preprocess"]["region"]
 
 
-def view_folder(config: dict, name: str) -> str:
-    """Where model ``name``'s images are: the preprocess stage's folder when it sees the run's
-    region, else that of its view (rule preprocess_view)."""
-    region = model_region(config, name)
-    return "results/preprocess" if region == config["preprocess"]["region"] else f"results/preprocess/views/{region}"
-
-
 def repeats(config: dict, name: str) -> int:
     """How many seeds model ``name`` is trained with: its own ``repeats``, else the top-level one."""
     return int(config["models"][name].get("repeats", config.get("repeats", 1)))

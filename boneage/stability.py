@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .bundle import Views
 from .data import affine_sample, affine_theta
 
 RETAKE = "retake_"  # prediction columns of the retakes in predictions.parquet
@@ -92,14 +93,14 @@ def estimates(estimate: Callable[[slice, torch.Tensor], np.ndarray], images_u8: 
     """``(views, N)``: ``estimate(rows, images) -> months`` on every retake of every film (``rows``:
     the films' slice, for their sex; the function holds the model, TTA and corrections). Films go
     through in chunks, so memory does not grow with their number. ``images_u8`` may be
-    :class:`boneage.bundle.Views` (a film in several parts of the hand): each part is retaken alike."""
+    :class:`~boneage.bundle.Views` (a film in several parts of the hand): each part is retaken alike."""
     n, views = len(images_u8), retakes.params()
     out = np.full((len(views), n), np.nan)
     for start in range(0, n, chunk):
         block = slice(start, min(n, start + chunk))
         for k, view in enumerate(views):
             films = images_u8[block]
-            taken = films.map(lambda x: retake(x, view)) if hasattr(films, "map") else retake(films, view)
+            taken = films.map(lambda x: retake(x, view)) if isinstance(films, Views) else retake(films, view)
             out[k, block] = estimate(block, taken)
     return out
 

@@ -24,14 +24,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .crop import REGIONS
 from .files import read_json, setup_logging, usable_threads, write_json
 from .qc import contact_sheet
 from .radiograph import Settings, view_images
-from .store import write_images
+from .store import open_rows, write_images
 
 log = logging.getLogger("boneage.views")
 
@@ -57,9 +56,9 @@ def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1, cont
     write_json(out_dir / "preprocess_summary.json", summary)
     log.info("summary: %s", summary)
     if len(index):
-        store = np.memmap(out_dir / "images.u8", np.uint8, "r", shape=(meta["n"], meta["size"], meta["size"]))
-        contact_sheet(index.reset_index(drop=True), lambda row: store[row.Index], out_dir / "contact_sheet.png",
-                      contact_sheet_n, region=region)
+        images = open_rows(out_dir / "images.u8", index, index)
+        contact_sheet(index.reset_index(drop=True), lambda row: images[[row.Index]][0, 0].numpy(),
+                      out_dir / "contact_sheet.png", contact_sheet_n, region=region)
     return summary
 
 

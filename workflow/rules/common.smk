@@ -58,7 +58,6 @@ from boneage.config import (
     model_region,
     repeats,
     variant_spec,
-    view_folder,
 )
 from boneage.layout import LayoutError, listing_sha256, resolve_layout
 
@@ -146,7 +145,10 @@ def spec_json(wildcards):
 
 
 def model_variant(wildcards):
-    """The variant of a model: resnet18 for resnet18 and resnet18/fold0."""
+    """The variant of a model: resnet18 for resnet18 and resnet18/fold0 (wildcard model), or the
+    wildcard variant itself."""
+    if hasattr(wildcards, "variant"):
+        return wildcards.variant
     return wildcards.model.split("/")[0]
 
 
@@ -154,20 +156,31 @@ def model_spec(wildcards):
     return f"results/models/{model_variant(wildcards)}/spec.json"
 
 
-def model_store(wildcards):
-    """The image store of a model's variant (wildcard variant or model): its region's."""
-    variant = (
-        wildcards.variant if hasattr(wildcards, "variant") else model_variant(wildcards)
+# The parts of the hand that models see besides preprocess.region: one preprocess_view each.
+VIEW_REGIONS = sorted(
+    {model_region(config, m) for m in MODELS} - {config["preprocess"]["region"]}
+)
+
+
+def model_images(wildcards):
+    """The folder of a model's images: the preprocess stage's when its variant sees the run's
+    region, else its region's view (rule preprocess_view)."""
+    region = model_region(config, model_variant(wildcards))
+    return (
+        "results/preprocess"
+        if region not in VIEW_REGIONS
+        else f"results/preprocess/views/{region}"
     )
-    return f"{view_folder(config, variant)}/images.u8"
+
+
+def model_store(wildcards):
+    """The image store of a model's variant (wildcard variant or model)."""
+    return f"{model_images(wildcards)}/images.u8"
 
 
 def model_preprocessing(wildcards):
     """The preprocess summary of a model's images (settings and region), for cards and bundles."""
-    variant = (
-        wildcards.variant if hasattr(wildcards, "variant") else model_variant(wildcards)
-    )
-    return f"{view_folder(config, variant)}/preprocess_summary.json"
+    return f"{model_images(wildcards)}/preprocess_summary.json"
 
 
 def model_split(wildcards):
@@ -368,9 +381,7 @@ def report_benchmarks():
         "results/benchmarks/split/split.tsv",
     ]
     files += [
-        f"results/benchmarks/preprocess/view_{region}.tsv"
-        for region in sorted({model_region(config, m) for m in MODELS})
-        if region != config["preprocess"]["region"]
+        f"results/benchmarks/preprocess/view_{region}.tsv" for region in VIEW_REGIONS
     ]
     for rule_name in ("train", "evaluate", "gradcam"):
         files += [f"results/benchmarks/{rule_name}/{m}.tsv" for m in MODELS]
