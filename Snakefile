@@ -48,6 +48,14 @@ rule all:
         BUNDLES,
 
 
+onstart:
+    check_device()
+
+
+onerror:
+    disk_hint()
+
+
 onsuccess:
     if os.path.exists("results/report/summary.txt"):
         print("Latest report, results/report/summary.txt:")

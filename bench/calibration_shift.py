@@ -25,8 +25,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from boneage.ingest import parse_sex  # noqa: E402
-from boneage.layout import resolve_layout  # noqa: E402
+from boneage.imaging.ingest import parse_sex  # noqa: E402
+from boneage.imaging.layout import resolve_layout  # noqa: E402
 
 
 def _ci(pair) -> str:

@@ -20,9 +20,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.crop import CROP_METHODS, HandCropper, remove_markers  # noqa: E402
-from boneage.images import find_image, read_grey, to_uint8  # noqa: E402
-from boneage.ingest import resolve_layout  # noqa: E402
+from boneage.imaging.crop import CROP_METHODS, HandCropper, remove_markers  # noqa: E402
+from boneage.imaging.images import find_image, read_grey, to_uint8  # noqa: E402
+from boneage.imaging.ingest import resolve_layout  # noqa: E402
 
 
 def _area(box) -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.tables import stage_times  # noqa: E402
+from boneage.results.tables import stage_times  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,9 @@
 """Hand check: false-reject rate on real radiographs and catch rate on images that are not hands.
 
-Runs the preprocess stage's own checks (:func:`boneage.images.read_grey`, :func:`to_uint8`, the
-classical analysis and :func:`boneage.handcheck.verdict`) on every image of an RSNA-layout folder,
+Runs the preprocess stage's own checks (:func:`boneage.imaging.images.read_grey`, :func:`to_uint8`, the
+classical analysis and :func:`boneage.imaging.handcheck.verdict`) on every image of an RSNA-layout folder,
 prints how many it would reject or flag, with their reasons, the range of each measure next to its
-threshold, then the verdict on each generated non-hand (:func:`boneage.demo.non_hands`).
+threshold, then the verdict on each generated non-hand (:func:`boneage.imaging.demo.non_hands`).
 
     .venv/bin/python bench/hand_check.py                                   # 12,611 RSNA films
     .venv/bin/python bench/hand_check.py --data ../shared/data/rsna-raw-sample
@@ -23,11 +23,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage import handcheck  # noqa: E402
-from boneage.crop import Analysis  # noqa: E402
-from boneage.demo import non_hands  # noqa: E402
-from boneage.images import ImageError, read_grey, to_uint8  # noqa: E402
-from boneage.layout import IMAGE_EXTENSIONS, resolve_layout  # noqa: E402
+from boneage.imaging import handcheck  # noqa: E402
+from boneage.imaging.crop import Analysis  # noqa: E402
+from boneage.imaging.demo import non_hands  # noqa: E402
+from boneage.imaging.images import ImageError, read_grey, to_uint8  # noqa: E402
+from boneage.imaging.layout import IMAGE_EXTENSIONS, resolve_layout  # noqa: E402
 
 THRESHOLDS = {
     "spread": handcheck.MIN_SPREAD,
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
         print(f"{name:22s} {limit:>9g} " + " ".join(f"{v:8.4f}" for v in q))
 
     caught = flagged = 0
-    print("\ngenerated non-hands (boneage.demo.non_hands):")
+    print("\ngenerated non-hands (boneage.imaging.demo.non_hands):")
     for name, img in non_hands().items():
         try:
             grey = read_grey(Path(f"{name}.png"), cv2.imencode(".png", img)[1].tobytes())

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.crop import CROP_METHODS, RENDERINGS  # noqa: E402
 from boneage.download import describe  # noqa: E402
 from boneage.files import write_json  # noqa: E402
+from boneage.imaging.crop import CROP_METHODS, RENDERINGS  # noqa: E402
 from boneage.preprocess import STEPS, Settings, run  # noqa: E402
 
 

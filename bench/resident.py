@@ -35,8 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.scaling import repeated_ids  # noqa: E402
-from boneage.store import write_store  # noqa: E402
-
+from boneage.learning.store import write_store  # noqa: E402
 
 STEP_LINE = re.compile(r"epoch 1: .*?(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<")
 

@@ -29,7 +29,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from boneage.layout import IMAGE_DIR, LABELS_CSV, resolve_layout  # noqa: E402
+from boneage.imaging.layout import IMAGE_DIR, LABELS_CSV, resolve_layout  # noqa: E402
 
 
 def repeated_ids(ids, n: int) -> tuple[np.ndarray, list[str]]:

@@ -5,11 +5,12 @@ the current device (CUDA or CPU):
 
 * model-only: forward + backward + optimiser step on tensors already in memory, with the trainer's
   own optimiser, loss and kernels (channels_last; bf16 autocast on CUDA): the ceiling;
-* trainer: ``boneage.trainer.Trainer.fit`` on a synthetic uint8 training set at the config's
+* trainer: ``boneage.learning.trainer.Trainer.fit`` on a synthetic uint8 training set at the config's
   ``image_size``, held where the trainer holds it, end to end: augmentation, EMA, the validation
   pass (the recipe's val/train ratio) and the checkpoint writes of every epoch, as images trained
   per second of epoch wall time; the median over the epochs after the first (warm-up);
-* their ratio, and the peak GPU memory.
+* the trainer's rate over its training steps alone (validation and checkpoints left out: a short
+  epoch weighs them more than a real run's does), its ratio too, and the peak GPU memory.
 
 Every model starts from random weights here (``pretrained: none``, whatever the config says): the
 speed does not depend on them, and a GPU node without internet cannot fetch ImageNet's.
@@ -17,6 +18,7 @@ speed does not depend on them, and a GPU node without internet cannot fetch Imag
     .venv/bin/python bench/train_throughput.py --config configs/rsna-299.yaml           # on a GPU
     .venv/bin/python bench/train_throughput.py --config configs/rsna-cpu.yaml --n-images 512
     .venv/bin/python bench/train_throughput.py --variants resnet18 --n-images 64 --steps 3 --epochs 4  # smoke
+    .venv/bin/python bench/train_throughput.py --config configs/rsna-gpu.yaml --set compile=true batch_size=256 lr=0.004
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.config import model_list, variant_spec  # noqa: E402
+from boneage.config import merged, model_list, variant_spec  # noqa: E402
 from boneage.files import keep_freed_memory, usable_threads  # noqa: E402
-from boneage.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
-from boneage.batches import Data  # noqa: E402
-from boneage.spec import TrainSpec  # noqa: E402
-from boneage.trainer import Trainer, loss_fn  # noqa: E402
+from boneage.learning.batches import Data  # noqa: E402
+from boneage.learning.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
+from boneage.learning.spec import TrainSpec  # noqa: E402
+from boneage.learning.trainer import Trainer, loss_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,13 +54,9 @@ def sync(device):
 
 def load_config(paths: list[str]) -> dict:
     """config.yaml with the overlays applied in order, as ``snakemake --configfile`` merges them."""
-    def merge(a, b):
-        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-                        for k, v in b.items()}}
-
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for path in paths:
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        config = merged(config, yaml.safe_load(Path(path).read_text()) or {})
     return config
 
 
@@ -93,8 +91,10 @@ def model_only(name: str, spec: TrainSpec, device, steps: int) -> float:
 
 
 def trainer_rate(name: str, spec: TrainSpec, device, n_images: int, n_val: int, epochs: int,
-                 source_size: int) -> float:
-    """End-to-end images/s of the trainer: median over epochs 2.. of (images trained / epoch wall)."""
+                 source_size: int) -> tuple[float, float]:
+    """Images/s of the trainer, median over epochs 2..: (images trained / epoch wall time, validation
+    and checkpoints included; images trained / time of the training steps alone). Short epochs
+    weigh the per-epoch costs more than a real run's do; the second rate is free of them."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n_images + n_val, 1, source_size, source_size), dtype=torch.uint8, generator=gen)
     boneage = torch.rand(n_images + n_val, generator=gen) * 228
@@ -107,10 +107,11 @@ def trainer_rate(name: str, spec: TrainSpec, device, n_images: int, n_val: int, 
     spec = TrainSpec.from_dict({**asdict(spec), "epochs": epochs, "patience": 0})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(name, spec, Path(tmp), device, "bench")
-        trainer.fit(train, val)
+        history = trainer.fit(train, val)["history"]
     bs = min(spec.batch_size, n_images)
     trained = (n_images // bs) * bs
-    return statistics.median(trained / s for s in trainer.epoch_wall_s[1:])
+    return (statistics.median(trained / s for s in trainer.epoch_wall_s[1:]),
+            statistics.median(row["images_per_s"] for row in history[1:]))
 
 
 def main() -> None:
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=4096, help="synthetic training images for the trainer")
     parser.add_argument("--epochs", type=int, default=4, help="trainer epochs; the first is warm-up, the "
                         "median of the others is reported")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings for every row, e.g. compile=true batch_size=256 lr=0.004")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=8, help="CPU threads, capped at the usable cores")
     args = parser.parse_args()
@@ -139,12 +142,15 @@ def main() -> None:
     print(f"device: {where}; torch {torch.__version__}; config {' + '.join(['config.yaml', *args.config])}; "
           f"{'bf16 autocast, ' if use_bf16(device) else 'fp32, '}channels_last; trainer on {args.n_images} "
           f"images at {config['image_size']} px with {n_val} validation images, median of epochs 2-{args.epochs}")
-    print("| variant | input px | batch | EMA | compiled | model-only img/s | trainer img/s | ratio | peak GPU GB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | input px | batch | EMA | compiled | model-only img/s | trainer img/s (epoch wall) | ratio "
+          "| trainer img/s (steps alone) | ratio | peak GPU GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     rows = []
     for name in names:
         # the starting weights do not change the speed; "none" needs no download (a GPU node offline)
-        full = TrainSpec.from_dict({**variant_spec(config, name), "pretrained": "none"})
+        full = TrainSpec.from_dict({**variant_spec(config, name), **overrides, "pretrained": "none",
+                                    "time_budget_minutes": 0})
         # a progressive-resizing recipe trains at two sizes: one row for each phase
         sizes = [full.low_res_size, full.input_size] if full.low_res_epochs else [full.input_size]
         rows += [(name, TrainSpec.from_dict({**asdict(full), "input_size": size, "low_res_size": 0,
@@ -158,11 +164,11 @@ def main() -> None:
         ceiling = model_only(name, spec, device, args.steps)
         if spec.compile:
             torch._dynamo.reset()
-        rate = trainer_rate(name, spec, device, args.n_images, n_val, args.epochs, config["image_size"])
+        rate, steps = trainer_rate(name, spec, device, args.n_images, n_val, args.epochs, config["image_size"])
         peak = f"{torch.cuda.max_memory_allocated(device) / 1e9:.1f}" if device.type == "cuda" else "-"
         print(f"| {name} | {spec.input_size} | {spec.batch_size} | {spec.ema_decay or 'off'} | "
-              f"{'yes' if spec.compile else 'no'} | {ceiling:.1f} | {rate:.1f} | {rate / ceiling:.2f} | {peak} |",
-              flush=True)
+              f"{'yes' if spec.compile else 'no'} | {ceiling:.1f} | {rate:.1f} | {rate / ceiling:.2f} | "
+              f"{steps:.1f} | {steps / ceiling:.2f} | {peak} |", flush=True)
 
 
 if __name__ == "__main__":

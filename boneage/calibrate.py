@@ -48,12 +48,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .estimates import predict_files
-from .bundle import SEXES, Bundle, BundleError, calibrated, write_calibrated
 from .files import setup_logging, sha256_file, write_json
-from .intervals import coverage, halfwidth
-from .page import PAGE_CSS, html_table
-from .uncertainty import Bootstrap, mean_interval, paired_difference
+from .results.bundle import SEXES, Bundle, BundleError, calibrated, write_calibrated
+from .results.estimates import predict_files
+from .results.intervals import coverage, halfwidth
+from .results.page import PAGE_CSS, html_table
+from .results.uncertainty import Bootstrap, mean_interval, paired_difference
 
 log = logging.getLogger("boneage.calibrate")
 

@@ -6,10 +6,10 @@ run. Models of different runs (another input size, crop region, network, or comm
 side by side from their written ``predictions.parquet`` files: the seeded split gives every run of
 one data set the same validation and test films, and the films are matched by id. Per subset, for
 every two models: the MAE difference with its 95 % paired-bootstrap interval
-(:func:`boneage.tables.comparisons_table`); the correlation of their signed errors on the test
+(:func:`boneage.results.tables.comparisons_table`); the correlation of their signed errors on the test
 films (two seeds of one setting correlate at 0.93-0.95 on RSNA, docs/accuracy.md); and the test MAE
 of all models averaged, with equal weights and with non-negative weights fitted on the validation
-films (:func:`boneage.ensemble.combine`), each with its bootstrap interval and its paired difference
+films (:func:`boneage.results.combine.combine`), each with its bootstrap interval and its paired difference
 from the member with the lowest validation MAE (the one a user would keep alone). A diagnostic on
 files already written, not a trained recipe.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .ensemble import combine
 from .files import setup_logging, write_table
-from .tables import abs_errors, comparisons_table, markdown
-from .uncertainty import Bootstrap, mean_interval, paired_difference
+from .results.combine import combine
+from .results.tables import abs_errors, comparisons_table, markdown
+from .results.uncertainty import Bootstrap, mean_interval, paired_difference
 
 log = logging.getLogger("boneage.compare")
 

@@ -15,14 +15,22 @@ SEEDS_SUFFIX = "_seeds"  # <variant>_seeds: the seed ensemble of a variant (repe
 NOT_TRAINING = ("augment", "repeats", "region")  # model keys that are not plain training settings
 
 
-def typed(value, schema: dict):
+def typed(value, schema: dict, root: dict | None = None):
     """``value`` with the strings of nested keys given on the command line turned into the numbers
     and booleans the schema asks for. Snakemake reads ``--config 'preprocess={"shards": 3}'`` with
     YAML's BaseLoader, so every scalar inside arrives as a string; a key whose schema admits a string
-    keeps it."""
+    keeps it. Local references (``$ref: "#/$defs/..."``, against ``root``) are followed."""
+    root = schema if root is None else root
+    while isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/"):
+        target = root
+        for part in schema["$ref"][2:].split("/"):
+            target = target.get(part, {})
+        schema = target
     if isinstance(value, dict):
         props = schema.get("properties", {})
-        return {k: typed(v, props.get(k, {})) for k, v in value.items()}
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        return {k: typed(v, props.get(k, extra), root) for k, v in value.items()}
     if not isinstance(value, str):
         return value
     kinds = schema.get("type", [])
@@ -63,7 +71,8 @@ def model_list(config: dict, key: str, fold_ensembles: bool = False) -> list[str
 def variant_spec(config: dict, name: str) -> dict:
     """Training settings of a model: top-level ``epochs``, then ``train``, then the model's own keys.
 
-    ``augment`` merges key by key; ``input_size`` null means the preprocessed ``image_size``.
+    ``augment`` merges key by key; ``input_size`` null means the preprocessed ``image_size``;
+    ``pretrained: imagenet`` reads the config's ``weights_dir`` when one is set.
     """
     model = config["models"][name]
     spec = {"epochs": config["epochs"], **config.get("train", {})}
@@ -71,7 +80,17 @@ def variant_spec(config: dict, name: str) -> dict:
     spec["augment"] = {**config.get("train", {}).get("augment", {}), **model.get("augment", {})}
     if spec.get("input_size") is None:
         spec["input_size"] = config["image_size"]
+    if spec.get("pretrained") == "imagenet" and config.get("weights_dir"):
+        spec["pretrained"] = str(config["weights_dir"])  # the folder python -m boneage.weights wrote
     return spec
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into ``base`` key by key at every depth, as Snakemake merges config files."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def model_region(config: dict, name: str) -> str:

@@ -19,10 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import demo
-from .files import setup_logging, sha256_file, write_json
-from .ingest import LabelsError, read_labels
-from .layout import LayoutError, listing_sha256, resolve_layout
+from .files import WriteError, setup_logging, sha256_file, write_json
+from .imaging import demo
+from .imaging.ingest import LabelsError, read_labels
+from .imaging.layout import LayoutError, listing_sha256, resolve_layout
 
 log = logging.getLogger("boneage.download")
 
@@ -142,7 +142,7 @@ def main(argv=None) -> None:
     try:
         run(args.source, Path(args.out), args.data_dir, Path(args.work_dir), args.demo_n_images,
             args.demo_seed, args.kaggle_dataset)
-    except (LayoutError, LabelsError, CredentialsError, DownloadError) as exc:
+    except (LayoutError, LabelsError, CredentialsError, DownloadError, WriteError) as exc:
         log.error("%s", exc)
         sys.exit(1)
 

@@ -15,55 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import add_scoring_arguments, apply_bias_correction, corrected, score
 from .files import read_json, setup_logging, write_json, write_table
-from .intervals import add_interval
-from .stability import columns as retake_columns, mean_of as retakes_mean, seed_of, summary_of
-from .uncertainty import Bootstrap
+from .results.combine import WEIGHTINGS, combine
+from .results.intervals import add_interval
+from .results.metrics import add_scoring_arguments, apply_bias_correction, corrected, score
+from .results.stability import columns as retake_columns
+from .results.stability import seed_of, summary_of
+from .results.uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.ensemble")
-
-WEIGHTINGS = ("equal", "inverse_val_mae", "fit")
-
-
-def nnls_weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative weights minimising ||X w - y||^2, normalised to sum to one."""
-    from scipy.optimize import nnls
-
-    w, _ = nnls(X, y)
-    return w / w.sum() if w.sum() > 0 else np.full(X.shape[1], 1.0 / X.shape[1])
-
-
-def combine(tables: dict[str, pd.DataFrame], weighting: str) -> tuple[pd.DataFrame, dict]:
-    names = list(tables)
-    base = tables[names[0]][["id", "subset", "boneage", "male"]]
-    merged = base.copy()
-    for name in names:
-        t = tables[name][["id", "subset", "pred"]].rename(columns={"pred": name})
-        merged = merged.merge(t, on=["id", "subset"], how="inner")
-    # Validation rows: those every member predicted (a fold ensemble's out-of-fold rows cover the whole
-    # train+val pool, a variant's only its val split); the test rows must be the same for all.
-    tests = [set(t.loc[t["subset"] == "test", "id"]) for t in tables.values()]
-    val = merged["subset"] == "val"
-    if any(ids != tests[0] for ids in tests) or (merged["subset"] == "test").sum() != len(tests[0]) or not val.any():
-        raise ValueError("the members' predictions cover different test images or share no validation "
-                         "image; re-run evaluate")
-    retakes = [merged[["id", "subset"]].merge(tables[n][["id", "subset", *retake_columns(tables[n])]],
-                                              on=["id", "subset"], how="left") for n in names]
-    X = merged[names].to_numpy(float)
-    if weighting == "equal":
-        w = np.full(len(names), 1.0 / len(names))
-    elif weighting == "inverse_val_mae":
-        mae = np.abs(X[val] - merged.loc[val, "boneage"].to_numpy()[:, None]).mean(axis=0)
-        w = (1 / mae) / (1 / mae).sum()
-    elif weighting == "fit":
-        w = nnls_weights(X[val], merged.loc[val, "boneage"].to_numpy(float))
-    else:
-        raise ValueError(f"weighting {weighting!r}: use one of {WEIGHTINGS}")
-    merged["pred_raw"] = X @ w
-    # each retake through the same weights; run corrects them as it corrects pred_raw
-    return merged.assign(**retakes_mean(retakes, w)), dict(zip(names, map(float, w)))
-
 
 def run(prediction_files: dict[str, Path], metrics_files: dict[str, Path], predictions_path: Path, metrics_path: Path,
         weighting: str, bias_correction: bool, thresholds, interval_level: float,

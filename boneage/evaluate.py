@@ -5,15 +5,15 @@ fitted on the validation split (``true ~ a * pred + b``) and applied to both spl
 regression toward the mean that every regressor shows at the age extremes.
 
 Each prediction gets a split-conformal interval fitted on the validation split
-(:mod:`boneage.intervals`). Test-retest stability: the spread of each test film's final estimate over
-a fixed set of retakes (:mod:`boneage.stability`), in ``metrics.json`` under ``stability`` and per
+(:mod:`boneage.results.intervals`). Test-retest stability: the spread of each test film's final estimate over
+a fixed set of retakes (:mod:`boneage.results.stability`), in ``metrics.json`` under ``stability`` and per
 film in the predictions (``retest_sd``, ``retest_range``).
 
 Writes ``predictions.parquet`` (id, subset, boneage, male, pred_raw, pred_tta, pred, pred_low,
 pred_high, retake_1..retake_V on test rows, retest_sd, retest_range), ``metrics.json`` (with ``interval``: level, half-width, coverage per subset),
 (MAE, RMSE, R2, median error, per sex, within 6/12 months, stage accuracy and confusion, by
 subset, with the MAE of always predicting the training mean as the baseline; ``ci95``: 95 % bootstrap
-intervals, :mod:`boneage.uncertainty`) and the model card.
+intervals, :mod:`boneage.results.uncertainty`) and the model card.
 """
 
 from __future__ import annotations
@@ -29,17 +29,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import load_images, subset_table
-from .files import (keep_freed_memory, read_json, setup_logging, sha256_file, usable_threads, write_json,
-                    write_table)
-from .inference import load_model, model_meta, predict, resolve_device
-from .intervals import add_interval
-from .metrics import apply_bias_correction, corrected, score
-from .provenance import model_card
-from .store import RESIDENT, hold, open_rows, subset
-from .stability import RETAKE, Retakes, estimates, summary_of
-from .tables import ci_text
-from .uncertainty import Bootstrap
+from .files import keep_freed_memory, read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
+from .learning.data import load_images, subset_table
+from .learning.inference import load_model, model_meta, predict, resolve_device
+from .learning.store import RESIDENT, hold, open_rows, subset
+from .results.intervals import add_interval
+from .results.metrics import apply_bias_correction, corrected, score
+from .results.provenance import model_card
+from .results.stability import RETAKE, Retakes, estimates, summary_of
+from .results.tables import ci_text
+from .results.uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.evaluate")
 

@@ -1,6 +1,6 @@
 """Stage 6, export: trained variants and the ensemble as model bundles (``results/bundles/``).
 
-A bundle is the one folder that predicting needs (format: :mod:`boneage.bundle`).
+A bundle is the one folder that predicting needs (format: :mod:`boneage.results.bundle`).
 
     python -m boneage.export variant --model M --metrics J --preprocess-summary P --model-card C --out-dir D
     python -m boneage.export ensemble --member NAME DIR ... --metrics J --out-dir D
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .bundle import write_average, write_ensemble, write_variant
 from .files import setup_logging
+from .results.bundle import write_average, write_ensemble, write_variant
 
 
 def main(argv=None) -> None:

@@ -50,6 +50,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+class WriteError(OSError):
+    """A file that could not be written (a full disk, a read-only folder); the message names the file
+    and the space left where it was to go."""
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
+    """The :class:`WriteError` for ``exc`` raised while writing ``path``."""
+    import shutil
+
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"; {shutil.disk_usage(folder).free / 1e6:.1f} MB free on the filesystem of {folder}"
+    except OSError:
+        free = ""
+    error = WriteError(f"could not write {path}: {exc.strerror or exc}{free}")
+    error.errno = exc.errno
+    return error
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path`` atomically; a failed write leaves no part of it and names the file."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,4 +1,4 @@
-"""Stage 5b, gradcam: signed Grad-CAM maps of each variant (:mod:`boneage.cam`), with figures.
+"""Stage 5b, gradcam: signed Grad-CAM maps of each variant (:mod:`boneage.results.cam`), with figures.
 
 Written per variant (``--out-dir``, file names below):
 
@@ -29,14 +29,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cam import (DIVERGING, SANITY_MAX_RHO, batched_maps, choose_layer, hand_masks, hand_shares, randomised, sanity,
-                  signed_cam, upsample)
-from .data import load_images, resize, subset_table
-from .figures import pyplot, save
 from .files import keep_freed_memory, setup_logging, usable_threads, write_json, write_table
-from .inference import load_model
-from .metrics import STAGES, stage_of
-from .store import open_rows
+from .learning.data import load_images, resize, subset_table
+from .learning.inference import load_model
+from .learning.store import open_rows
+from .results.cam import (
+    DIVERGING,
+    SANITY_MAX_RHO,
+    batched_maps,
+    choose_layer,
+    hand_masks,
+    hand_shares,
+    randomised,
+    sanity,
+    signed_cam,
+    upsample,
+)
+from .results.figures import pyplot, save
+from .results.metrics import STAGES, stage_of
 
 log = logging.getLogger("boneage.gradcam")
 

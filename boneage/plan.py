@@ -1,7 +1,7 @@
 """Stage 3b, plan: a variant's resolved training settings as ``results/models/<variant>/spec.json``.
 
 The config's top-level ``epochs``, ``train`` and the model's own keys, merged (``config.variant_spec``)
-and validated as a :class:`~boneage.spec.TrainSpec`, with every setting spelled out. The trainer
+and validated as a :class:`~boneage.learning.spec.TrainSpec`, with every setting spelled out. The trainer
 reads this file, so the plan of every trained model is an artifact beside it, and editing one
 model's settings re-runs that model only.
 """
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .files import setup_logging, write_json
-from .spec import TrainSpec
+from .learning.spec import TrainSpec
 
 log = logging.getLogger("boneage.plan")
 

@@ -17,7 +17,7 @@ RMSE, R2 and interval coverage where the csv gives ``boneage``) and ``index.html
 every row (estimate and interval, both estimates where sex is unknown, chronological age and the
 difference, warnings and errors); with ``--gradcam`` a signed Grad-CAM overlay per image under
 ``gradcam/`` on that page, with ``--stability`` each film's test-retest spread over retakes
-(:mod:`boneage.stability`). Nothing is written outside
+(:mod:`boneage.results.stability`). Nothing is written outside
 ``--out-dir``; file names from the inputs never become output paths. The exit status is the number
 of files that failed (at most 100; 0 with ``--keep-going``, as the Snakemake rule runs it) and 101
 when nothing could be predicted (a bad bundle or csv).
@@ -36,14 +36,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bundle import Bundle, BundleError
-from .data import load_images
-from .estimates import STAGE_THRESHOLDS, predict_files
 from .files import setup_logging
-from .layout import IMAGE_EXTENSIONS
-from .page import PAGE_CSS
-from .stability import Retakes
-from .uncertainty import Bootstrap
+from .imaging.layout import IMAGE_EXTENSIONS
+from .learning.data import load_images
+from .results.bundle import Bundle, BundleError
+from .results.estimates import STAGE_THRESHOLDS, predict_files
+from .results.page import PAGE_CSS
+from .results.stability import Retakes
+from .results.uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.predict")
 
@@ -53,7 +53,7 @@ def gradcam_overlays(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> tupl
     ensemble): row index -> overlay path, and a sentence saying what the maps are."""
     import cv2
 
-    from .cam import batched_maps, choose_layer, overlay_rgb
+    from .results.cam import batched_maps, choose_layer, overlay_rgb
 
     model, _, _, member = bundle.models[0]
     model = model.float().cpu()
@@ -138,7 +138,7 @@ def write_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path, gradcam: bool
         + (f" The estimates are calibrated to a local set of {sum(calibration['n'].values())} films "
            f"({html.escape(str(calibration.get('parent_variant', '')))} refitted per sex)." if calibration else "")
         + (" Retest: SD and max - min of the estimates over re-positioned, re-exposed retakes of the film "
-           "(boneage.stability)." if stability else "")
+           "(boneage.results.stability)." if stability else "")
         + (f" {html.escape(cam_note)}" if gradcam else "") + "</p>"
         "<table class='t'><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows)
         + "</table></body></html>")
@@ -148,7 +148,7 @@ def write_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path, gradcam: bool
 def run(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir: Path, device_name: str = "auto",
         threads: int = 1, gradcam: bool = False, thresholds=STAGE_THRESHOLDS,
         bootstrap: Bootstrap = Bootstrap(), retakes: Retakes = Retakes(0)) -> pd.DataFrame:
-    """Predict ``inputs`` (:func:`boneage.estimates.predict_files`) and write the page."""
+    """Predict ``inputs`` (:func:`boneage.results.estimates.predict_files`) and write the page."""
     table, bundle = predict_files(inputs, csv, bundle_dir, out_dir, device_name, threads, thresholds, bootstrap,
                                   retakes)
     log.info("page: %s", write_page(bundle, table, out_dir, gradcam))
@@ -172,7 +172,7 @@ def main(argv=None) -> None:
                         help="also a signed Grad-CAM overlay per image, shown on index.html")
     parser.add_argument("--stability", type=int, nargs="?", const=Retakes.views, default=0, metavar="VIEWS",
                         help="each film's test-retest spread (SD, max - min in months) over VIEWS re-positioned, "
-                        f"re-exposed retakes (default {Retakes.views}; boneage.stability)")
+                        f"re-exposed retakes (default {Retakes.views}; boneage.results.stability)")
     parser.add_argument("--stage-thresholds", type=float, nargs=2, default=STAGE_THRESHOLDS,
                         metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months, for the stage accuracy "
                         "where the csv gives boneage (default %(default)s)")

@@ -1,10 +1,10 @@
 """Stage 2, preprocess: every radiograph to a hand-cropped, CLAHE-equalised, square 8-bit PNG.
 
 Per image: decode (8/16-bit PNG, JPEG, WebP, DICOM) -> window to 8 bit -> hand check (images that
-are not hand radiographs become rejects, :mod:`boneage.handcheck`) -> hand crop (MediaPipe,
+are not hand radiographs become rejects, :mod:`boneage.imaging.handcheck`) -> hand crop (MediaPipe,
 classical fallback) -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square
 -> PNG. The parquet index lists every written image with its label, crop method, crop box, source
-hash and sizes; ``images.u8`` holds every written image in index order (:mod:`boneage.store`). Bad rows and images go to ``rejects.csv`` with the reason; the stage fails only when
+hash and sizes; ``images.u8`` holds every written image in index order (:mod:`boneage.learning.store`). Bad rows and images go to ``rejects.csv`` with the reason; the stage fails only when
 their share passes ``max_reject_fraction``. QC: crop methods table, contact sheet, step timings.
 
 Sharded (config ``preprocess.shards``): ``--shard K/N`` processes the K-th of N contiguous shares of
@@ -27,13 +27,13 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from .crop import CROP_METHODS, REGIONS, RENDERINGS
-from .files import read_json, setup_logging, usable_threads, write_json, write_table
-from .images import find_image
-from .ingest import REJECT_COLUMNS, read_labels
-from .qc import contact_sheet
-from .radiograph import STEPS, Settings, run_images
-from .store import write_store
+from .files import WriteError, read_json, setup_logging, usable_threads, write_json, write_table
+from .imaging.crop import CROP_METHODS, REGIONS, RENDERINGS
+from .imaging.images import find_image
+from .imaging.ingest import REJECT_COLUMNS, read_labels
+from .imaging.qc import contact_sheet
+from .imaging.radiograph import STEPS, Settings, run_images
+from .learning.store import write_store
 
 log = logging.getLogger("boneage.preprocess")
 
@@ -80,6 +80,8 @@ def _collect(results, image_dir: Path) -> tuple[list[dict], pd.DataFrame, list[d
     """Written images' index rows, rejected images (id, file, reason) and step timings."""
     records, bad, timings = [], [], []
     for res in results:
+        if "fatal" in res:  # a write failed (a full disk): stop, no image is a reject for it
+            raise WriteError(res["fatal"])
         if "reject" in res:
             bad.append({"id": res["id"], "file": res.get("file") or str(image_dir / f"{res['id']}.*"),
                         "reason": res["reject"]})
@@ -270,7 +272,7 @@ def main(argv=None) -> None:
         else:
             run(Path(args.dataset), Path(args.out_dir), settings, args.threads, args.max_reject_fraction,
                 args.contact_sheet_n, kept)
-    except RejectedShareError as exc:
+    except (RejectedShareError, WriteError) as exc:
         log.error("%s", exc)
         sys.exit(1)
 

@@ -18,13 +18,26 @@ from pathlib import Path
 import pandas as pd
 
 from .files import read_json, setup_logging, write_table
-from .metrics import by_age_bin
-from .page import GRADCAM_KINDS, gradcam_suffix, page
-from .plots import FIGURES
-from .provenance import git_commit, package_versions
-from .tables import (abs_errors, ci_text, comparisons_table, external_table, folds_table, gradcam_table, markdown, metrics_table,
-                     ranking, seeds_table, stability_table, stage_table, stage_times)
-from .uncertainty import Bootstrap
+from .results.metrics import by_age_bin
+from .results.page import GRADCAM_KINDS, gradcam_suffix, page
+from .results.plots import FIGURES
+from .results.provenance import git_commit, package_versions
+from .results.tables import (
+    abs_errors,
+    ci_text,
+    comparisons_table,
+    external_table,
+    folds_table,
+    gradcam_table,
+    markdown,
+    metrics_table,
+    ranking,
+    seeds_table,
+    stability_table,
+    stage_table,
+    stage_times,
+)
+from .results.uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.report")
 

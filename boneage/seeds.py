@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from .files import read_json, setup_logging, write_json, write_table
-from .intervals import add_interval
-from .metrics import add_scoring_arguments, score
-from .stability import mean_of as retakes_mean, seed_of, summary_of
-from .uncertainty import Bootstrap
+from .results.intervals import add_interval
+from .results.metrics import add_scoring_arguments, score
+from .results.stability import mean_of as retakes_mean
+from .results.stability import seed_of, summary_of
+from .results.uncertainty import Bootstrap
 
 log = logging.getLogger("boneage.seeds")
 

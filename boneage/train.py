@@ -1,11 +1,12 @@
 """Stage 4, train: one model variant on the train split, selected by validation MAE.
 
 Reads the variant's plan (``spec.json``, written by the ``plan`` rule), the preprocessed index and
-images and the split; the loop itself is :class:`boneage.trainer.Trainer`. When the rule runs again
+images and the split; the loop itself is :class:`boneage.learning.trainer.Trainer`. When the rule runs again
 after an interruption (even ``kill -9``), training continues from the last finished epoch.
 
 Outputs: ``model.pt`` (best weights + spec + target statistics), ``history.csv`` (per epoch:
-input size, loss, train and validation MAE, learning rate, images/s), ``train_summary.json``.
+input size, loss, train and validation MAE, learning rate, images/s), ``train_summary.json``; with
+``train.time_budget_minutes``, ``budget.json`` (the epochs chosen to fit it and the speeds measured).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .batches import load_subset, place
-from .checkpoint import CheckpointError
 from .files import keep_freed_memory, setup_logging, sha256_file, usable_threads, write_json, write_table
-from .inference import resolve_device
-from .spec import TrainSpec
-from .store import RESIDENT
-from .trainer import Trainer
+from .learning.batches import load_subset, place
+from .learning.budget import fit_to_budget
+from .learning.checkpoint import CheckpointError
+from .learning.inference import resolve_device
+from .learning.spec import TrainSpec
+from .learning.store import RESIDENT
+from .learning.trainer import Trainer
 
 log = logging.getLogger("boneage.train")
 
@@ -40,6 +42,7 @@ def data_hash(index_path: Path, split_path: Path) -> str:
 
 def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_dir: Path,
         device_name: str = "auto", threads: int = 1, store: Path | None = None, resident: str = "auto") -> dict:
+    started = time.perf_counter()
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     keep_freed_memory()
@@ -52,7 +55,12 @@ def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_d
     load_s = time.perf_counter() - t0
     log.info("variant %s on %s: %d train, %d val images of %s px; spec %s", variant, device,
              len(train.ids), len(val.ids), tuple(train.images.shape[-2:]), asdict(spec))
-    trainer = Trainer(variant, spec, out_dir, device, data_hash(index_path, split_path), threads)
+    digest = data_hash(index_path, split_path)
+    budget = None
+    if spec.time_budget_minutes:
+        spec, budget = fit_to_budget(spec, out_dir, digest,
+                                     lambda s: Trainer(variant, s, out_dir, device, digest, threads), train, val, started)
+    trainer = Trainer(variant, spec, out_dir, device, digest, threads)
     t1 = time.perf_counter()
     result = trainer.fit(train, val)
     fit_s = time.perf_counter() - t1
@@ -74,6 +82,7 @@ def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_d
         "images_per_s_median": float(np.median([r["images_per_s"] for r in hist])) if hist else None,
         "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3) if device.type == "cuda" else None,
         "spec": asdict(spec),
+        "time_budget": budget,
         "torch": torch.__version__,
     }
     write_json(out_dir / "train_summary.json", summary)

@@ -4,12 +4,12 @@ A model may be trained on a part of the hand (wrist, fingers) while others of th
 whole hand. The hand boxes are found once, by the preprocess stage (MediaPipe or the classical
 crop, the slow part); this stage reads each kept film again, cuts the part of its recorded box that
 the region names and makes the model input exactly as preprocess makes it
-(:func:`boneage.radiograph.view_images`, :func:`~boneage.radiograph.render`): same films, same
+(:func:`boneage.imaging.radiograph.view_images`, :func:`~boneage.imaging.radiograph.render`): same films, same
 order, same settings but the region. So every view's store lines up with ``index.parquet`` and the
 one split, and a view model's images equal those of a run with ``preprocess.region`` set to its
 region (a test holds it).
 
-Outputs in ``--out-dir``: ``images.u8`` + ``images.json`` (:mod:`boneage.store`) and
+Outputs in ``--out-dir``: ``images.u8`` + ``images.json`` (:mod:`boneage.learning.store`) and
 ``preprocess_summary.json``: the preprocess settings with this region (what a bundle records, so that
 ``predict`` cuts the same part), the images written and the stage's time; ``contact_sheet.png``:
 source films with the hand box and the part kept beside the model input (QC).
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .crop import REGIONS
 from .files import read_json, setup_logging, usable_threads, write_json
-from .qc import contact_sheet
-from .radiograph import Settings, view_images
-from .store import open_rows, write_images
+from .imaging.crop import REGIONS
+from .imaging.qc import contact_sheet
+from .imaging.radiograph import Settings, view_images
+from .learning.store import open_rows, write_images
 
 log = logging.getLogger("boneage.views")
 

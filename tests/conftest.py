@@ -85,7 +85,7 @@ def dicom_bytes(tmp_path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1
 
 def hand_like(seed: int = 0, size=(160, 128)) -> np.ndarray:
     """A small synthetic radiograph from the demo generator."""
-    from boneage.demo import render
+    from boneage.imaging.demo import render
 
     img = render(120.0, True, np.random.default_rng(seed))
     return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)

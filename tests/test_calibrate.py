@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from boneage.calibrate import CalibrationError, Settings, calibrate, fit
-from boneage.uncertainty import Bootstrap
+from boneage.results.uncertainty import Bootstrap
 
 from .conftest import SAME_MONTHS, planned_rules, snakemake
 
@@ -94,7 +94,7 @@ def trained(tmp_path_factory):
 def _local_set(folder, n: int, shift_female: float, shift_male: float):
     """Demo films the bundle never saw (another seed) as a hospital's labelled set, labels shifted per
     sex: the films and the csv."""
-    from boneage.demo import generate
+    from boneage.imaging.demo import generate
 
     labels = generate(folder, n, seed=11)
     labels["boneage"] = labels["boneage"] + labels["male"].astype(bool).map({True: shift_male, False: shift_female})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.crop_quality import crops_against_hands
-from boneage.crop import (
+from boneage.imaging.crop import (
     HandCropper,
     HandModelError,
     check_hand_model,
@@ -19,8 +19,8 @@ from boneage.crop import (
     region_box,
     remove_markers,
 )
-from boneage.demo import render
-from boneage.radiograph import Settings, process_image
+from boneage.imaging.demo import render
+from boneage.imaging.radiograph import Settings, process_image
 
 from .conftest import RAW_SAMPLE, TRAIN_299, needs_shared
 

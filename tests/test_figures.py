@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from boneage.figures import grid, overflowing_titles, save
-from boneage.plots import fig_confusion
+from boneage.results.figures import grid, overflowing_titles, save
+from boneage.results.plots import fig_confusion
 
 
 def test_a_title_too_wide_for_its_axes_is_shrunk_or_wrapped(tmp_path):

@@ -12,11 +12,20 @@ import pandas as pd
 import pytest
 
 from boneage.files import write_json
-from boneage.images import MAX_PIXELS, ImageError, read_grey
-from boneage.layout import listing_sha256
+from boneage.imaging.images import MAX_PIXELS, ImageError, read_grey
+from boneage.imaging.layout import listing_sha256
 
-from .conftest import (REPO, RAW_SAMPLE, TRAIN_299, dicom_bytes, hand_like, needs_shared, planned_rules, snakemake,
-                       write_rsna)
+from .conftest import (
+    RAW_SAMPLE,
+    REPO,
+    TRAIN_299,
+    dicom_bytes,
+    hand_like,
+    needs_shared,
+    planned_rules,
+    snakemake,
+    write_rsna,
+)
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -97,7 +106,7 @@ def test_replacing_a_rejected_image_reruns_preprocess(local_set):
 
 
 def test_a_label_file_with_a_header_and_no_rows_is_named(tmp_path):
-    from boneage.ingest import LabelsError, read_labels
+    from boneage.imaging.ingest import LabelsError, read_labels
 
     root = write_rsna(tmp_path / "data", "id,boneage,male\n", {})
     with pytest.raises(LabelsError, match=r"boneage-training-dataset.csv has a header but no rows"):
@@ -125,7 +134,7 @@ def test_a_set_too_small_to_stratify_says_why(tmp_path):
 
 
 def test_a_deleted_preprocessed_image_says_to_rerun_preprocess(tmp_path):
-    from boneage.data import load_images
+    from boneage.learning.data import load_images
 
     with pytest.raises(FileNotFoundError, match=r"re-run it: snakemake --forcerun preprocess"):
         load_images(pd.DataFrame({"image": ["images/1.png"]}), tmp_path)
@@ -162,7 +171,7 @@ def _preprocess(tmp_path, images: dict, **settings) -> tuple[pd.DataFrame, pd.Da
 
 
 def test_images_that_are_not_hand_radiographs_are_rejected_or_flagged(tmp_path):
-    from boneage.demo import non_hands
+    from boneage.imaging.demo import non_hands
 
     images = {f"{name}.png": img for name, img in non_hands().items()}
     images.update({"hand1.png": hand_like(1, (400, 330)), "hand2.png": hand_like(2, (400, 330))})
@@ -176,14 +185,14 @@ def test_images_that_are_not_hand_radiographs_are_rejected_or_flagged(tmp_path):
     assert doubts["hand1"] == doubts["hand2"] == ""
     assert summary["hand_doubts"] == 2 and {d["id"] for d in summary["hand_doubt_examples"]} == DOUBTFUL
 
-    from boneage.page import _doubts
+    from boneage.results.page import _doubts
 
     page = _doubts(summary)
     assert "2 images passed the hand check with a doubt" in page and "text_page" in page
 
 
 def test_the_hand_check_can_be_turned_off_but_colour_is_always_refused(tmp_path):
-    from boneage.demo import non_hands
+    from boneage.imaging.demo import non_hands
 
     made = non_hands()
     index, rejects, _ = _preprocess(tmp_path, {"gradient.png": made["gradient"], "photo.png": made["colour_photo"]},
@@ -207,9 +216,9 @@ def test_a_tinted_grey_scan_is_not_taken_for_colour(tmp_path):
 def test_real_radiographs_pass_the_hand_check():
     """Every 50th RSNA training film and all 20 raw films: none rejected (bench/hand_check.py runs
     all 12,611)."""
-    from boneage import handcheck
-    from boneage.crop import Analysis
-    from boneage.images import to_uint8
+    from boneage.imaging import handcheck
+    from boneage.imaging.crop import Analysis
+    from boneage.imaging.images import to_uint8
 
     films = sorted((TRAIN_299 / "boneage-training-dataset").iterdir())[::50]
     films += sorted((RAW_SAMPLE / "boneage-training-dataset").iterdir())

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from boneage.files import sha256_file
-from boneage.images import ImageError, read_grey, to_uint8
-from boneage.ingest import LabelsError, LayoutError, read_labels, resolve_layout
+from boneage.imaging.images import ImageError, read_grey, to_uint8
+from boneage.imaging.ingest import LabelsError, LayoutError, read_labels, resolve_layout
 from boneage.preprocess import RejectedShareError, Settings, run
 
 from .conftest import dicom_bytes, hand_like, write_rsna

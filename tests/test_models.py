@@ -15,8 +15,15 @@ import yaml
 from snakemake.utils import update_config
 
 from boneage.config import model_list, variant_spec
-from boneage.models import (ARCHS, LITE_SIZES, BoneAgeNet, EfficientNetLite, PretrainedWeightsError, build_model,
-                            lite_package_weights)
+from boneage.learning.models import (
+    ARCHS,
+    LITE_SIZES,
+    BoneAgeNet,
+    EfficientNetLite,
+    PretrainedWeightsError,
+    build_model,
+    lite_package_weights,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +125,49 @@ def test_gpu_recipe_starts_every_model_from_imagenet(monkeypatch, tmp_path):
     assert sorted(Path(u).name.split("-")[0] for u in downloads) == sorted(torchvision_archs)
     assert all(u.startswith("https://download.pytorch.org/models/") for u in downloads)
     assert len(list((tmp_path / "hub" / "checkpoints").iterdir())) == len(torchvision_archs)
+
+
+def _fake_download(downloads):
+    def download(url, dst, hash_prefix=None, progress=True):  # the network edge: torchvision's file, untrained
+        downloads.append(url)
+        torch.save(getattr(torchvision.models, Path(url).name.split("-")[0])(weights=None).state_dict(), dst)
+    return download
+
+
+def test_a_weights_folder_gives_every_model_of_a_recipe_its_imagenet_weights_offline(monkeypatch, tmp_path):
+    """python -m boneage.weights writes what rsna-299.yaml's models start from; with weights_dir set,
+    a model built from the folder is the model built from the download (float16: to its rounding)."""
+    from boneage import weights
+
+    downloads = []
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _fake_download(downloads))
+    recipe = REPO / "configs" / "rsna-299.yaml"
+    full = weights.run([recipe], tmp_path / "full")
+    half = weights.run([recipe], tmp_path / "half", half=True)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load(recipe.read_text()))
+    names = list(dict.fromkeys(model_list(config, "variants") + model_list(config, "ensemble.variants")))
+    sources = {variant_spec(config, n)["arch"].replace("_cbam", "") for n in names}
+    assert set(full["weights"]) == set(half["weights"]) == sources and len(downloads) == len(sources - set(LITE_SIZES))
+    for arch, entry in half["weights"].items():
+        assert entry["dtype"] == "float16" and entry["bytes"] < 0.6 * full["weights"][arch]["bytes"], arch
+    monkeypatch.setattr(torch.hub, "download_url_to_file", None)  # from here on, no network at all
+    for name in names:
+        spec = variant_spec({**config, "weights_dir": str(tmp_path / "full")}, name)
+        assert spec["pretrained"] == str(tmp_path / "full")
+        torch.manual_seed(0)
+        offline = build_model(spec).state_dict()
+        torch.manual_seed(0)
+        online = build_model({**spec, "pretrained": "imagenet"}).state_dict()  # from the hub cache
+        assert all(torch.equal(offline[k], online[k]) for k in online), name
+        torch.manual_seed(0)
+        halved = build_model({**spec, "pretrained": str(tmp_path / "half")}).state_dict()
+        assert all(torch.allclose(halved[k].float(), online[k].float(), rtol=1e-3, atol=1e-3) for k in online), name
+    lite = tmp_path / "full" / "efficientnet_lite0.pt"
+    lite.write_bytes(lite.read_bytes()[:1000])  # a truncated copy is named, not loaded
+    with pytest.raises(RuntimeError, match=f"{lite} is missing or is not the file .*manifest.json lists"):
+        build_model({"arch": "efficientnet_lite0", "pretrained": str(tmp_path / "full")})
 
 
 def test_weights_from_a_path(tmp_path):

@@ -99,6 +99,8 @@ def test_sharded_preprocessing_writes_what_one_job_writes(run_dir, tmp_path):
                                      'preprocess={"shards": 3}'))
     assert planned["preprocess_shard"] == 3 and planned["preprocess"] == 1
     snakemake(workdir, "preprocess", "--cores", "2", "--configfile", SMOKE, str(overlay))
+    # byte for byte: both runs on this machine (preprocessing is per image; another CPU's OpenCV kernels
+    # could differ in a grey level, which is why the comparison is within one machine)
     one, many = run_dir / "results" / "preprocess", workdir / "results" / "preprocess"
     for name in ("index.parquet", "rejects.csv", "qc/crop_methods.csv"):
         if name == "index.parquet":  # the source paths name each workdir's own copy of the demo set
@@ -172,6 +174,9 @@ def test_device_cuda_without_a_gpu_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "config key 'device': cuda was asked for, but torch sees no CUDA GPU" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()  # no job ran, not even the download
+    # a dry run plans a GPU run on any machine (a cluster's login node has no GPU either)
+    assert {"train_variant", "evaluate_variant"} <= planned_rules(snakemake(tmp_path, "all", "-n", "--config",
+                                                                          "device=cuda"))
 
 
 def test_gradcam_maps_are_never_blank_and_the_report_shows_every_figure(run_dir):
@@ -216,10 +221,10 @@ def test_gradcam_reads_the_store_per_batch_and_draws_what_it_draws_from_the_pngs
 def test_the_sanity_check_tells_trained_weights_from_random_ones_and_the_report_flags_a_failure(run_dir):
     import torch
 
-    from boneage.data import load_images, resize, subset_table
-    from boneage.cam import SANITY_MAX_RHO, choose_layer, randomised, sanity, signed_cam
-    from boneage.inference import load_model
-    from boneage.tables import gradcam_table
+    from boneage.learning.data import load_images, resize, subset_table
+    from boneage.learning.inference import load_model
+    from boneage.results.cam import SANITY_MAX_RHO, choose_layer, randomised, sanity, signed_cam
+    from boneage.results.tables import gradcam_table
 
     r = run_dir / "results"
     model, meta = load_model(r / "models" / "resnet18" / "model.pt")
@@ -277,7 +282,7 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
     import cv2
     import numpy as np
 
-    from boneage.images import read_grey, to_uint8
+    from boneage.imaging.images import read_grey, to_uint8
 
     from .conftest import dicom_bytes
 
@@ -323,6 +328,25 @@ def test_predict_reads_sex_and_age_from_dicom_and_keeps_bad_files_as_rows(run_di
     assert "if a girl: " in page and "if a boy: " in page  # both estimates for the film of unknown sex
     assert "120.0 mo (10 y 0 mo)" in page and "<style>" in page  # chronological age; the report's look
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", "out"] + [p.name for p in tmp_path.glob("tmp*.dcm")])
+
+
+def test_a_classical_crop_is_called_a_fallback_only_by_a_bundle_that_looks_for_the_hand_first(run_dir):
+    import numpy as np
+
+    from boneage.results.bundle import Bundle
+    from boneage.results.estimates import finish
+
+    bundle = Bundle.load(run_dir / "results" / "bundles" / "resnet18")
+    crops = ["mediapipe:plain", "classical", "full"]
+    expected = {"auto": ["", "crop fell back to thresholding", "crop fell back to the whole image"],
+                "mediapipe": ["", "crop fell back to thresholding", "crop fell back to the whole image"],
+                "classical": ["", "", "crop fell back to the whole image"],  # thresholding is its own crop
+                "none": ["", "", ""]}  # the whole image is what it asked for
+    for own, warnings in expected.items():
+        bundle.spec["preprocess"]["crop_method"] = own
+        table = pd.DataFrame({"crop_method": crops, "error": "", "male": 1.0, "boneage_months": 100.0,
+                              "chronological_age_months": np.nan})
+        assert list(finish(table, bundle)["warnings"]) == warnings, own
 
 
 def test_the_predict_target_runs_on_the_configured_inputs(run_dir, tmp_path):
@@ -393,8 +417,8 @@ def test_models_of_one_run_see_other_parts_of_the_hand_and_their_ensemble_predic
     import shutil
 
     from boneage import preprocess, views
+    from boneage.imaging.radiograph import Settings
     from boneage.predict import run as predict
-    from boneage.radiograph import Settings
 
     overlay = tmp_path / "wrist.yaml"
     overlay.write_text("models:\n  resnet18:\n    arch: resnet18\n    region: wrist\n")

@@ -10,9 +10,12 @@ import re
 
 import yaml
 
-from boneage import download, ensemble, models, radiograph, spec
-from boneage.crop import CROP_METHODS, RENDERINGS
-from boneage.data import Augment
+from boneage import download
+from boneage.imaging import radiograph
+from boneage.imaging.crop import CROP_METHODS, RENDERINGS
+from boneage.learning import models, spec
+from boneage.learning.data import Augment
+from boneage.results import combine
 
 from .conftest import REPO
 
@@ -67,9 +70,9 @@ def test_evaluation_defaults_in_code_equal_the_schema():
     from dataclasses import fields
 
     from boneage.calibrate import Settings as Calibration
-    from boneage.estimates import STAGE_THRESHOLDS
-    from boneage.stability import Retakes
-    from boneage.uncertainty import Bootstrap
+    from boneage.results.estimates import STAGE_THRESHOLDS
+    from boneage.results.stability import Retakes
+    from boneage.results.uncertainty import Bootstrap
 
     evaluate = SCHEMA["properties"]["evaluate"]["properties"]
     assert Bootstrap.resamples == evaluate["bootstrap_resamples"]["default"]
@@ -90,8 +93,8 @@ def test_choice_lists_in_code_equal_the_schema():
     assert list(spec.LOSSES) == train["loss"]["enum"]
     assert list(spec.OPTIMIZERS) == train["optimizer"]["enum"]
     assert list(spec.SELECT_EPOCHS) == train["select_epoch"]["enum"]
-    assert list(ensemble.WEIGHTINGS) == SCHEMA["properties"]["ensemble"]["properties"]["weighting"]["enum"]
-    from boneage.store import RESIDENT
+    assert list(combine.WEIGHTINGS) == SCHEMA["properties"]["ensemble"]["properties"]["weighting"]["enum"]
+    from boneage.learning.store import RESIDENT
 
     assert list(RESIDENT) == SCHEMA["properties"]["data"]["properties"]["resident"]["enum"]
 
@@ -102,27 +105,102 @@ def _stage_modules() -> set[str]:
     return set(re.findall(r"python -m boneage\.(\w+)", text))
 
 
+SUBPACKAGES = ("imaging", "learning", "results")  # each may import only those before it
+SHARED = {"config", "files"}  # the helpers at the top that any module may use
+COMMANDS = {"compare", "weights"}  # what a user runs beside the rules (python -m boneage.compare, .weights)
+
+
+def _module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path) -> set[str]:
-    """Top-level boneage modules that ``path`` imports (relative or absolute), at any depth."""
+    """The boneage modules that ``path`` imports (relative or absolute, at any depth), as dotted
+    names below ``boneage``: ``files``, ``learning.trainer``, ``imaging.crop``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and path.parent == PACKAGE:
-                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-            elif node.module and node.module.startswith("boneage."):
-                found.add(node.module.split(".")[1])
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module == "boneage":  # from boneage import a, b: stages, helpers or subpackages
+                found |= {a.name for a in node.names if a.name != "__version__"}
+            elif module.startswith("boneage."):
+                found |= {f"{module.removeprefix('boneage.')}.{a.name}" if module.count(".") == 1
+                          and module.removeprefix("boneage.") in SUBPACKAGES else module.removeprefix("boneage.")
+                          for a in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("boneage.")}
+            found |= {a.name.removeprefix("boneage.") for a in node.names if a.name.startswith("boneage.")}
     return found
 
 
+def _modules() -> dict[str, set[str]]:
+    """Every module of the package (dotted below ``boneage``) -> the boneage modules it imports."""
+    return {_module_name(path).removeprefix("boneage").removeprefix(".") or "__init__": _imports(path)
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
 def test_no_stage_module_imports_another_stage():
-    stages = _stage_modules()
+    stages = _stage_modules() | COMMANDS
     assert {"download", "preprocess", "split", "plan", "train", "evaluate", "gradcam", "report"} <= stages
     for stage in sorted(stages):
         others = (_imports(PACKAGE / f"{stage}.py") & stages) - {stage}
         assert not others, f"stage module {stage} imports stage module(s) {sorted(others)}: move what they " \
             "share into a library module"
+
+
+def test_the_top_holds_the_stages_and_the_shared_helpers_and_the_libraries_sit_in_subpackages():
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    rooms = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert top - SHARED == _stage_modules() | COMMANDS, \
+        f"a module at boneage/'s top that no rule runs: move it into one of {SUBPACKAGES}"
+    assert rooms == set(SUBPACKAGES)
+
+
+def test_libraries_import_no_stage_and_subpackages_import_downwards_only():
+    stages = _stage_modules() | COMMANDS
+    for module, imported in _modules().items():
+        if module in stages | SHARED | {"__init__"}:
+            continue
+        room = SUBPACKAGES.index(module.split(".")[0])
+        for target in imported:
+            head = target.split(".")[0]
+            assert head not in stages, f"library {module} imports stage {head}"
+            assert head in SUBPACKAGES or head in SHARED, f"{module} imports {target}: neither a subpackage " \
+                f"nor one of {sorted(SHARED)}"
+            if head in SUBPACKAGES:
+                assert SUBPACKAGES.index(head) <= room, f"{module} imports {target}: {SUBPACKAGES[room]} may " \
+                    f"import only from {SUBPACKAGES[:room + 1]}"
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _modules()
+
+    def module_of(name):  # ``learning.trainer`` or an object in a module: ``imaging.crop.Analysis``
+        while name not in graph and "." in name:
+            name = name.rsplit(".", 1)[0]
+        return name
+
+    edges = {m: {module_of(t) for t in ts} - {m} for m, ts in graph.items()}
+    done, on_path = set(), []
+
+    def visit(module):
+        on_path.append(module)
+        for nxt in sorted(edges.get(module, ())):
+            assert nxt not in on_path, "import cycle: " + " -> ".join([*on_path[on_path.index(nxt):], nxt])
+            if nxt not in done:
+                visit(nxt)
+        on_path.pop()
+        done.add(module)
+
+    for module in sorted(edges):
+        if module not in done:
+            visit(module)
 
 
 def test_modules_and_functions_stay_small():
@@ -137,7 +215,7 @@ def test_modules_and_functions_stay_small():
 
 
 def test_report_figures_declared_by_the_rule_are_those_drawn():
-    from boneage.plots import FIGURES
+    from boneage.results.plots import FIGURES
 
     text = (REPO / "workflow" / "rules" / "report.smk").read_text()
     declared = re.search(r"REPORT_FIGURES = \(([^)]*)\)", text).group(1)

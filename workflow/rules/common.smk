@@ -1,6 +1,7 @@
 # Config validation, normalisation and the small input functions shared by the rules.
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -9,7 +10,7 @@ import jsonschema
 import yaml
 
 from snakemake.exceptions import WorkflowError
-from snakemake.settings.types import DeploymentMethod, ExecMode
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
@@ -59,7 +60,7 @@ from boneage.config import (
     repeats,
     variant_spec,
 )
-from boneage.layout import LayoutError, listing_sha256, resolve_layout
+from boneage.imaging.layout import LayoutError, listing_sha256, resolve_layout
 
 # K-fold cross-validation (split.folds): K fold models per trained model, and its fold ensemble.
 FOLDS = config["split"]["folds"]
@@ -113,21 +114,18 @@ if config["data_source"] == "local":
         )
 
 
-# device=cuda on a machine without a GPU: stop now, not after preprocessing, at the first training
-# job. Only for local runs (on a cluster the jobs run on other nodes) that are not dry runs.
-if (
-    config["device"] == "cuda"
-    and workflow.local_exec
-    and not workflow.dryrun
-    and workflow.exec_mode == ExecMode.DEFAULT
-):
-    import torch
+# device=cuda on a machine without a GPU: stop when the run starts, not after preprocessing at the
+# first training job. Only for local runs (on a cluster the jobs run on other nodes); a dry run
+# (-n) plans without looking for a GPU, since Snakemake runs onstart only when it executes jobs.
+def check_device():
+    if config["device"] == "cuda" and workflow.local_exec:
+        import torch
 
-    if not torch.cuda.is_available():
-        raise WorkflowError(
-            "config key 'device': cuda was asked for, but torch sees no CUDA GPU on this machine; "
-            "use device=auto (CUDA when available) or device=cpu"
-        )
+        if not torch.cuda.is_available():
+            raise WorkflowError(
+                "config key 'device': cuda was asked for, but torch sees no CUDA GPU on this machine; "
+                "use device=auto (CUDA when available) or device=cpu"
+            )
 
 
 _NAMES = "|".join(sorted(config["models"], key=len, reverse=True))
@@ -150,6 +148,34 @@ def model_variant(wildcards):
     if hasattr(wildcards, "variant"):
         return wildcards.variant
     return wildcards.model.split("/")[0]
+
+
+def disk_hint():
+    """After a failed run, say so when the filesystem of results/ is (nearly) full: a job that failed
+    for want of space may not even have been able to write its log."""
+    import shutil
+
+    folder = "results" if os.path.isdir("results") else "."
+    usage = shutil.disk_usage(folder)
+    if usage.free < max(50e6, 0.01 * usage.total):
+        print(
+            f"The filesystem of {os.path.abspath(folder)} has {usage.free / 1e6:.1f} MB free: a job may have "
+            "failed for want of space (its log may then be empty). Free space or move results/ elsewhere, then "
+            "run the same command again: the failed jobs re-run, the finished ones are kept.",
+            file=sys.stderr,
+        )
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes a training job asks a cluster for, times its attempt: the model's time budget with room
+    for start-up, loading and export (1.25 x + 10), else train_runtime_minutes."""
+    budget = (
+        variant_spec(config, model_variant(wildcards)).get("time_budget_minutes") or 0
+    )
+    minutes = (
+        math.ceil(1.25 * budget + 10) if budget else config["train_runtime_minutes"]
+    )
+    return minutes * attempt
 
 
 def model_spec(wildcards):
@@ -265,13 +291,13 @@ def stage_thresholds():
 
 
 def bootstrap_args():
-    """The bootstrap settings of every stage that scores predictions (boneage/uncertainty.py)."""
+    """The bootstrap settings of every stage that scores predictions (boneage/results/uncertainty.py)."""
     e = config["evaluate"]
     return f"--bootstrap-resamples {e['bootstrap_resamples']} --bootstrap-seed {e['bootstrap_seed']}"
 
 
 SHARDS = config["preprocess"]["shards"]
-# Where training and evaluation keep the images (boneage/store.py); a resource, not a param: it
+# Where training and evaluation keep the images (boneage/learning/store.py); a resource, not a param: it
 # changes the memory a job takes, not its result (host and disk read the same bytes).
 RESIDENT = config["data"]["resident"]
 
@@ -294,7 +320,7 @@ def preprocess_args():
 
 
 def stability_args():
-    """The test-retest retakes of evaluation and the external test (boneage/stability.py)."""
+    """The test-retest retakes of evaluation and the external test (boneage/results/stability.py)."""
     e = config["evaluate"]
     return f"--stability-views {e['stability_views']} --stability-seed {e['stability_seed']}"
 

@@ -40,7 +40,7 @@ rule train_variant:
     threads: 8
     resources:
         mem_mb=16000,
-        runtime=lambda wildcards, attempt: config["train_runtime_minutes"] * attempt,
+        runtime=train_runtime,
         gpu=gpus,
         resident=RESIDENT,
     params:

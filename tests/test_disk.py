@@ -1,0 +1,74 @@
+"""A full disk: results/ on a small real filesystem (a tmpfs, mounted as root). A stage that cannot write
+stops with one line naming the file and the space left, keeps no half output that a rerun would take
+as complete, and after space is freed the same command finishes. And torn files: named, never read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from .conftest import planned_rules, snakemake
+
+DEMO = ["--config", "demo={n_images: 60}", "image_size=64"]
+
+
+@pytest.fixture
+def small_results(tmp_path):
+    """A work folder whose results/ is a 1 MB tmpfs (about a dozen demo films)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    results = tmp_path / "run" / "results"
+    results.mkdir(parents=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(results)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    yield results
+    subprocess.run(["umount", "-l", str(results)], check=False)
+
+
+def _resize(folder, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
+
+
+def test_a_full_disk_stops_download_and_preprocess_with_the_file_named_and_the_rerun_finishes(small_results):
+    workdir = small_results.parent
+    proc = snakemake(workdir, "preprocess", "--cores", "2", *DEMO, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "could not write results/data/demo/boneage-training-dataset/" in out
+    assert "No space left on device; 0.0 MB free" in out and "The filesystem of" in out  # and what to do
+    assert not (small_results / "download" / "dataset.json").exists()  # nothing a rerun takes as done
+
+    _resize(small_results, "64m")  # the demo's films fit; then fill the disk again for preprocess
+    snakemake(workdir, "download", "--cores", "1", *DEMO)
+    free = shutil.disk_usage(small_results).free
+    filler = small_results / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (free - 200_000))
+    proc = snakemake(workdir, "preprocess", "--cores", "2", *DEMO, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "could not write" in out and "No space left on device" in out
+    assert "rejected" not in out  # a full disk is no reason to reject a film
+    assert not (small_results / "preprocess" / "index.parquet").exists()
+
+    filler.unlink()
+    snakemake(workdir, "preprocess", "--cores", "2", *DEMO)
+    assert len(pd.read_parquet(small_results / "preprocess" / "index.parquet")) == 60  # every film, none lost
+    assert not planned_rules(snakemake(workdir, "preprocess", "-n", *DEMO))
+
+
+def test_a_torn_model_file_is_named_with_how_to_write_it_again(tmp_path):
+    import torch
+
+    from boneage.learning.inference import load_model
+    from boneage.learning.models import build_model
+
+    path = tmp_path / "model.pt"
+    torch.save({"format": "x", "model": build_model({"arch": "resnet18"}).state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(ValueError, match=f"{path} cannot be read as a model file .*torn.*--forcerun train_variant"):
+        load_model(path)
