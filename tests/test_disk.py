@@ -72,3 +72,38 @@ def test_a_torn_model_file_is_named_with_how_to_write_it_again(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
     with pytest.raises(ValueError, match=f"{path} cannot be read as a model file .*torn.*--forcerun train_variant"):
         load_model(path)
+
+
+def test_a_torn_bundle_json_is_named_not_read(tmp_path):
+    from boneage.results.bundle import Bundle, BundleError
+
+    (tmp_path / "bundle.json").write_text('{"format": "boneage-bundle')  # cut short
+    with pytest.raises(BundleError, match=f"{tmp_path / 'bundle.json'} is not readable JSON .*copy the bundle again"):
+        Bundle.read_spec(tmp_path)
+    (tmp_path / "bundle.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match="format 'list'"):
+        Bundle.read_spec(tmp_path)
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Snakemake's lock: the second `snakemake all` in one folder stops and says what to do."""
+    import sys
+    import time
+
+    from .conftest import REPO
+
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "all", "--cores", "1", "--configfile", str(REPO / "configs" / "smoke.yaml")]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        locks = tmp_path / ".snakemake" / "locks"
+        deadline = time.time() + 120
+        while not (locks.is_dir() and any(locks.iterdir())) and time.time() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, "the first run ended before the second could start"
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        out = second.stdout + second.stderr
+        assert second.returncode != 0 and "Directory cannot be locked" in out and "--unlock" in out
+    finally:
+        first.kill()
+        first.wait()

@@ -219,9 +219,14 @@ class Bundle:
         file = folder / "bundle.json"
         if not file.is_file():
             raise BundleError(f"{file} not found: not a model bundle (made by `snakemake bundles`)")
-        spec = read_json(file)
-        if spec.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{file}: format {spec.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        try:
+            spec = read_json(file)
+        except (ValueError, UnicodeDecodeError) as exc:  # torn or bit-flipped: never guess what it said
+            raise BundleError(f"{file} is not readable JSON ({exc}): a torn copy; copy the bundle again "
+                              "(or snakemake --forcerun bundles)") from exc
+        if not isinstance(spec, dict) or spec.get("format") != BUNDLE_FORMAT:
+            found = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
+            raise BundleError(f"{file}: format {found!r}, expected {BUNDLE_FORMAT!r}")
         return spec
 
     @property
