@@ -58,6 +58,20 @@ def test_a_budgeted_training_is_the_plan_with_the_chosen_epochs_and_a_resumed_on
     assert again["time_budget"]["step_s"] == 123.0 and again["epochs_run"] == n
 
 
+def test_the_speed_probe_runs_on_the_gpu_code_path_forced_on_the_cpu(data, tmp_path):  # noqa: F811
+    """bf16 autocast, streamed batches and EMA, as on a GPU: the probe times them and leaves no file."""
+    from boneage.learning.budget import measure
+    from boneage.learning.trainer import Trainer
+
+    from .test_train import _subsets
+
+    spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 5, "ema_decay": 0.9, "time_budget_minutes": 1})
+    speed = measure(Trainer("resnet18", spec, tmp_path, torch.device("cpu"), "h", bf16=True, stream=True),
+                    *_subsets(data))
+    assert speed["step_s"] > 0 and speed["validation_s"] > 0 and speed["checkpoint_s"] > 0
+    assert not list((tmp_path / "checkpoints").iterdir())  # the probe's checkpoint is gone
+
+
 def test_a_budget_with_cached_blocks_or_low_resolution_epochs_is_refused():
     for clash in ({"arch": "efficientnet_lite0", "cache_blocks": 3}, {"low_res_size": 32, "low_res_epochs": 2}):
         with pytest.raises(ValueError, match="time_budget_minutes .* does not go with cache_blocks or low_res_epochs"):
