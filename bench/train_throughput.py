@@ -40,16 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boneage.config import merged, model_list, variant_spec  # noqa: E402
 from boneage.files import keep_freed_memory, usable_threads  # noqa: E402
 from boneage.learning.batches import Data  # noqa: E402
-from boneage.learning.inference import autocast, channels_last, resolve_device, use_bf16  # noqa: E402
+from boneage.learning.inference import autocast, channels_last, resolve_device, synchronize, use_bf16  # noqa: E402
 from boneage.learning.spec import TrainSpec  # noqa: E402
 from boneage.learning.trainer import Trainer, loss_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def load_config(paths: list[str]) -> dict:
@@ -82,11 +77,11 @@ def model_only(name: str, spec: TrainSpec, device, steps: int) -> float:
 
     for _ in range(max(3, steps // 4)):
         step()
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    sync(device)
+    synchronize(device)
     return steps * b / (time.perf_counter() - t0)
 
 

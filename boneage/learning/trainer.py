@@ -25,7 +25,7 @@ from .batches import Batches, Data
 from .checkpoint import Checkpoints
 from .data import Augment, augment, resize
 from .frozen import CachedBatches, compute, predict_cached
-from .inference import autocast, channels_last, predict, save_model, use_bf16
+from .inference import autocast, channels_last, predict, save_model, synchronize, use_bf16
 from .models import build_model
 from .spec import TrainSpec
 
@@ -262,8 +262,7 @@ class Trainer:
             model.train()
             t0 = time.perf_counter()
             loss_sum, err_sum = self._train_epoch(step_model, model, ema, opt, gen, train, batches, epoch, schedule)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             train_s = time.perf_counter() - t0
             if spec.bn_recalibrate:
                 recalibrate_bn(ema.module if ema is not None else model, train, spec.input_size, bs, self.device,

@@ -23,11 +23,6 @@ class WeightsDirError(RuntimeError):
     pass
 
 
-def source_arch(arch: str) -> str:
-    """The network whose ImageNet weights ``arch`` starts from (resnet34 for resnet34_cbam)."""
-    return arch.replace("_cbam", "")
-
-
 def write_weights(out_dir: Path, states: dict[str, tuple[dict, str]], half: bool = False) -> dict:
     """Write ``{arch: (state dict, source)}`` into ``out_dir`` with its manifest; the manifest."""
     out_dir.mkdir(parents=True, exist_ok=True)
