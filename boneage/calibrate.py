@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import setup_logging, sha256_file, write_json
+from .files import run_main, setup_logging, sha256_file, write_json, write_text
 from .results.bundle import SEXES, Bundle, BundleError, calibrated, write_calibrated
 from .results.estimates import predict_files
 from .results.intervals import coverage, halfwidth
@@ -207,7 +207,7 @@ def run(bundle_dir: Path, inputs: list[str], csv: Path, out_dir: Path, settings:
         "films": films.drop(columns=["source_file"]).rename(columns={"boneage_true": "boneage"}).to_dict("records"),
     }
     write_json(out_dir / "calibration.json", report)
-    (out_dir / "calibration.html").write_text(page(report))
+    write_text(out_dir / "calibration.html", page(report))
     for line in result["messages"]:
         log.warning("%s", line)
     everyone = result["crossfit"]["all"]
@@ -300,4 +300,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import setup_logging, write_table
+from .files import run_main, setup_logging, write_table
 from .results.combine import combine
 from .results.tables import abs_errors, comparisons_table, markdown
 from .results.uncertainty import Bootstrap, mean_interval, paired_difference
@@ -112,4 +112,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

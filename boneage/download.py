@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .files import WriteError, setup_logging, sha256_file, write_json
+from .files import WriteError, run_main, setup_logging, sha256_file, write_json
 from .imaging import demo
 from .imaging.ingest import LabelsError, read_labels
 from .imaging.layout import LayoutError, listing_sha256, resolve_layout
@@ -148,4 +148,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

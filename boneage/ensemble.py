@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import read_json, setup_logging, write_json, write_table
+from .files import read_json, run_main, setup_logging, write_json, write_table
 from .results.combine import WEIGHTINGS, combine
 from .results.intervals import add_interval
 from .results.metrics import add_scoring_arguments, apply_bias_correction, corrected, score
@@ -68,4 +68,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

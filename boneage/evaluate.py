@@ -29,8 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .files import keep_freed_memory, read_json, setup_logging, sha256_file, usable_threads, write_json, write_table
-from .learning.data import load_images, subset_table
+from .files import (
+    keep_freed_memory,
+    read_json,
+    read_table,
+    run_main,
+    setup_logging,
+    sha256_file,
+    usable_threads,
+    write_json,
+    write_table,
+)
+from .learning.data import load_images, read_split, subset_table
 from .learning.inference import load_model, model_meta, predict, resolve_device
 from .learning.store import RESIDENT, hold, open_rows, subset
 from .results.intervals import add_interval
@@ -70,8 +80,8 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     keep_freed_memory()
     model, meta = load_model(model_path, device)
     spec = meta["spec"]
-    index = pd.read_parquet(index_path)
-    split = pd.read_csv(split_path, dtype={"id": str})
+    index = read_table(index_path, "snakemake --forcerun preprocess")
+    split = read_split(split_path, index)
     rows = subset_table(index, split)
     if store is None:
         images = load_images(rows, index_path.parent, threads)
@@ -167,4 +177,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .files import setup_logging
+from .files import atomic_dir, run_main, setup_logging
 from .results.bundle import write_average, write_ensemble, write_variant
 
 
@@ -37,15 +37,17 @@ def main(argv=None) -> None:
     avg.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    if args.kind == "average":
-        write_average(Path(args.out_dir), {m[0]: tuple(map(Path, m[1:])) for m in args.member},
-                      Path(args.preprocess_summary), Path(args.metrics))
-    elif args.kind == "variant":
-        write_variant(Path(args.out_dir), Path(args.model), Path(args.metrics), Path(args.preprocess_summary),
-                      Path(args.model_card))
-    else:
-        write_ensemble(Path(args.out_dir), {n: Path(d) for n, d in args.member}, Path(args.metrics))
-
+    # built in a temporary folder that then takes the bundle's place: a reader (predict) sees the old
+    # bundle or the new one, and a failed or killed export leaves the old one
+    with atomic_dir(args.out_dir) as out:
+        if args.kind == "average":
+            write_average(out, {m[0]: tuple(map(Path, m[1:])) for m in args.member}, Path(args.preprocess_summary),
+                          Path(args.metrics))
+        elif args.kind == "variant":
+            write_variant(out, Path(args.model), Path(args.metrics), Path(args.preprocess_summary),
+                          Path(args.model_card))
+        else:
+            write_ensemble(out, {n: Path(d) for n, d in args.member}, Path(args.metrics))
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

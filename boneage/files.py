@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -30,24 +32,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
-
-    A reader (or a resumed run after ``kill -9``) therefore sees either the old or the new file,
-    never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+# errno values that mean "no room or no right to write here", not "this input is bad"
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 class WriteError(OSError):
@@ -57,8 +43,6 @@ class WriteError(OSError):
 
 def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
     """The :class:`WriteError` for ``exc`` raised while writing ``path``."""
-    import shutil
-
     folder = Path(path).parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -71,20 +55,124 @@ def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
     return error
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """``data`` into ``path`` atomically; a failed write leaves no part of it and names the file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    A reader (or a resumed run after ``kill -9``) therefore sees either the old or the new file,
+    never a half-written one. A full disk (or a read-only folder) in the block is a
+    :class:`WriteError` that names ``path`` and the space left.
+    """
+    path = Path(path)
     try:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (write_error(path, exc) if exc.errno in DISK_ERRNOS else exc) from exc
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
     except WriteError:
         raise
     except OSError as exc:
-        raise write_error(path, exc) from exc
+        if exc.errno in DISK_ERRNOS:
+            raise write_error(path, exc) from exc
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it takes the place of the folder ``path`` only if
+    the block succeeds, in one step (the names are exchanged): a reader, or a run after ``kill -9``,
+    sees the old folder or the new one, never a mix or none. Where the filesystem cannot exchange
+    names, the old folder is renamed away first (for an instant, no folder: a clear "not found")."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise (write_error(path, exc) if exc.errno in DISK_ERRNOS else exc) from exc
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if not path.exists():
+            os.replace(tmp, path)
+        elif not _exchange(tmp, path):  # tmp now holds the old folder, removed below
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            tmp = old
+    except WriteError:
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise write_error(path, exc) from exc
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path`` atomically; a failed write leaves no part of it and names the file."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` (UTF-8) into ``path`` atomically."""
+    write_bytes(path, text.encode())
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """A copy of ``src`` at ``dst``, written atomically."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """``numpy.savez_compressed`` into ``path`` atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+class TornFile(ValueError):
+    """A file whose content is not what was written: cut short, bit-flipped or of another kind."""
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``: a file it could not write (or a torn input) ends the process with one
+    line naming the file and the space left (exit status 1), not a traceback."""
+    try:
+        main()
+    except (WriteError, TornFile) as exc:
+        logging.getLogger("boneage").error("%s", exc)
+        sys.exit(1)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike):
@@ -99,6 +187,22 @@ def write_table(df, path: str | os.PathLike) -> None:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
+
+
+def read_table(path: str | os.PathLike, remake: str = "", **kwargs):
+    """A parquet or CSV table (by the file's extension) a stage wrote; :class:`TornFile` naming the file
+    (and ``remake``, the command that writes it again) if it cannot be read."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path, **kwargs) if path.suffix == ".parquet" else pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError) as exc:  # pyarrow's and pandas' parse errors are ValueErrors or OSErrors
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise TornFile(f"{path} cannot be read as a table ({first}): torn or damaged"
+                       + (f"; write it again: {remake}" if remake else "")) from exc
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

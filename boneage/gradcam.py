@@ -29,8 +29,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .files import keep_freed_memory, setup_logging, usable_threads, write_json, write_table
-from .learning.data import load_images, resize, subset_table
+from .files import (
+    keep_freed_memory,
+    read_table,
+    run_main,
+    save_npz,
+    setup_logging,
+    usable_threads,
+    write_json,
+    write_table,
+)
+from .learning.data import load_images, read_split, resize, subset_table
 from .learning.inference import load_model
 from .learning.store import open_rows
 from .results.cam import (
@@ -203,8 +212,8 @@ def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_i
     model = model.float().to(memory_format=torch.contiguous_format)
     variant, size = meta["variant"], meta["spec"]["input_size"]
     layer, cells = choose_layer(model, size)
-    index = pd.read_parquet(index_path)
-    test = subset_table(index, pd.read_csv(split_path, dtype={"id": str}), ("test",))
+    index = read_table(index_path, "snakemake --forcerun preprocess")
+    test = subset_table(index, read_split(split_path, index), ("test",))
     images = open_rows(store, index, test) if store else load_images(test, index_path.parent, threads=threads)
     male = torch.tensor(test["male"].to_numpy(np.float32))
     log.info("%s: Grad-CAM at %s (%dx%d cells) on %d test images", variant, layer, *cells, len(test))
@@ -215,8 +224,8 @@ def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_i
         group=keys, predicted=months.round(2), hand_mass_share=inside.round(4), hand_area_share=area.round(4)),
         out_dir / f"{variant}_test.csv")
     groups = {g: (v[0] / max(1, v[2]), v[1] / max(1, v[2]), v[2]) for g, v in sums.items()}
-    np.savez_compressed(out_dir / f"{variant}_population.npz", **{g: v[1].astype(np.float32) for g, v in groups.items()},
-                        **{f"{g}_n": v[2] for g, v in groups.items()})
+    save_npz(out_dir / f"{variant}_population.npz", **{g: v[1].astype(np.float32) for g, v in groups.items()},
+             **{f"{g}_n": v[2] for g, v in groups.items()})
 
     rows = pick_examples(test, n_images)
     at = torch.as_tensor(test.set_index("id").index.get_indexer(rows["id"]))
@@ -225,8 +234,8 @@ def run(index_path: Path, split_path: Path, model_path: Path, out_dir: Path, n_i
     random_raw, _ = signed_cam(randomised(model), layer, x, male[at])
     check = sanity(raw, random_raw)
     maps, random_maps, grey = upsample(raw, size), upsample(random_raw, size), x[:, 0].numpy()
-    np.savez_compressed(out_dir / f"{variant}.npz", ids=rows["id"].to_numpy(str), maps=maps.astype(np.float32),
-                        random_maps=random_maps.astype(np.float32), predicted_months=months[at.numpy()], layer=layer)
+    save_npz(out_dir / f"{variant}.npz", ids=rows["id"].to_numpy(str), maps=maps.astype(np.float32),
+             random_maps=random_maps.astype(np.float32), predicted_months=months[at.numpy()], layer=layer)
 
     where = f"{layer.removeprefix('backbone.')}, {cells[0]}x{cells[1]} cells"
     verdict = ("maps depend on the learned weights" if check["trustworthy"]
@@ -276,4 +285,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

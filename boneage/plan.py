@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .files import setup_logging, write_json
+from .files import run_main, setup_logging, write_json
 from .learning.spec import TrainSpec
 
 log = logging.getLogger("boneage.plan")
@@ -46,4 +46,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .files import setup_logging
+from .files import run_main, setup_logging, write_text
 from .imaging.layout import IMAGE_EXTENSIONS
 from .learning.data import load_images
 from .results.bundle import Bundle, BundleError
@@ -53,6 +53,7 @@ def gradcam_overlays(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> tupl
     ensemble): row index -> overlay path, and a sentence saying what the maps are."""
     import cv2
 
+    from .imaging.images import write_png
     from .results.cam import batched_maps, choose_layer, overlay_rgb
 
     model, _, _, member = bundle.models[0]
@@ -67,7 +68,7 @@ def gradcam_overlays(bundle: Bundle, table: pd.DataFrame, out_dir: Path) -> tupl
     for s, x, _, _, maps in batched_maps(model, layer, images, male, size):
         for k, index in enumerate(rows.index[s:s + len(x)]):
             name = f"gradcam/{Path(rows.loc[index, 'image']).stem}.png"
-            cv2.imwrite(str(out_dir / name), cv2.cvtColor(overlay_rgb(x[k, 0].numpy(), maps[k]), cv2.COLOR_RGB2BGR))
+            write_png(out_dir / name, cv2.cvtColor(overlay_rgb(x[k, 0].numpy(), maps[k]), cv2.COLOR_RGB2BGR))
             shown[index] = name
     return shown, (f"Signed Grad-CAM of {member['variant']} at {layer}: red raises the estimate, blue lowers it"
                    + (" (girls' and boys' estimates alike: the map of the first)." if bundle.needs_sex else "."))
@@ -126,7 +127,7 @@ def write_page(bundle: Bundle, table: pd.DataFrame, out_dir: Path, gradcam: bool
                 if math.isfinite(q) and level else "no interval (too few images to fit one)")
     calibration = bundle.spec.get("calibration")
     page = out_dir / "index.html"
-    page.write_text(
+    write_text(page,
         "<!doctype html><html><head><meta charset='utf-8'><title>Bone age predictions</title>"
         f"<style>{PAGE_CSS}</style></head><body>"
         f"<h1>Bone age predictions: {html.escape(str(bundle.spec['variant']))}</h1>"
@@ -199,4 +200,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import pandas as pd
 
-from .files import WriteError, read_json, setup_logging, usable_threads, write_json, write_table
+from .files import WriteError, read_json, run_main, setup_logging, usable_threads, write_json, write_table
 from .imaging.crop import CROP_METHODS, REGIONS, RENDERINGS
 from .imaging.images import find_image
 from .imaging.ingest import REJECT_COLUMNS, read_labels
@@ -80,8 +80,6 @@ def _collect(results, image_dir: Path) -> tuple[list[dict], pd.DataFrame, list[d
     """Written images' index rows, rejected images (id, file, reason) and step timings."""
     records, bad, timings = [], [], []
     for res in results:
-        if "fatal" in res:  # a write failed (a full disk): stop, no image is a reject for it
-            raise WriteError(res["fatal"])
         if "reject" in res:
             bad.append({"id": res["id"], "file": res.get("file") or str(image_dir / f"{res['id']}.*"),
                         "reason": res["reject"]})
@@ -278,4 +276,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .files import read_json, setup_logging, write_table
+from .files import copy_file, read_json, run_main, setup_logging, write_table, write_text
 from .results.metrics import by_age_bin
 from .results.page import GRADCAM_KINDS, gradcam_suffix, page
 from .results.plots import FIGURES
@@ -99,8 +98,8 @@ def _figures(inputs: Inputs, figure_paths: list[Path], data: dict) -> None:
     folder = figure_paths[0].parent
     for name, (_, *pngs) in inputs.gradcams.items():
         for kind, png in zip(GRADCAM_KINDS, pngs):
-            shutil.copyfile(png, folder / f"gradcam_{name}{gradcam_suffix(kind)}.png")
-    shutil.copyfile(inputs.contact_sheet, folder / "contact_sheet.png")
+            copy_file(png, folder / f"gradcam_{name}{gradcam_suffix(kind)}.png")
+    copy_file(inputs.contact_sheet, folder / "contact_sheet.png")
 
 
 def _errors(inputs: Inputs, preds: dict[str, pd.DataFrame]) -> dict[str, dict[str, pd.Series]]:
@@ -185,7 +184,7 @@ def run(inputs: Inputs, html_path: Path, summary_path: Path, figure_paths: list[
     tables = _tables(inputs, metrics, preds, summaries, cams, bin_months)
     for name, df in tables.items():
         write_table(df, tables_dir / f"{name}.csv")
-        (tables_dir / f"{name}.md").write_text(markdown(df))
+        write_text(tables_dir / f"{name}.md", markdown(df))
     dataset, pre = read_json(inputs.dataset), read_json(inputs.preprocess_summary)
     rank = ranking(metrics, tables["comparisons"])
     best = rank["best"]
@@ -195,8 +194,8 @@ def run(inputs: Inputs, html_path: Path, summary_path: Path, figure_paths: list[
         "image listing sha256": dataset["image_listing_sha256"], "git commit": git_commit(),
         **{f"version {k}": v for k, v in package_versions().items()},
     }
-    html_path.write_text(page(metrics, tables, rank, base, facts, config, pre, cams, thresholds, inputs.captions))
-    summary_path.write_text("\n".join(_summary(metrics, tables, best, base, pre, inputs, html_path)) + "\n")
+    write_text(html_path, page(metrics, tables, rank, base, facts, config, pre, cams, thresholds, inputs.captions))
+    write_text(summary_path, "\n".join(_summary(metrics, tables, best, base, pre, inputs, html_path)) + "\n")
     log.info("report: %s (best test MAE %.2f months, %s)", html_path, metrics[best]["test"]["mae"], best)
 
 
@@ -249,4 +248,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

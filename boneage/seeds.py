@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import read_json, setup_logging, write_json, write_table
+from .files import read_json, run_main, setup_logging, write_json, write_table
 from .results.intervals import add_interval
 from .results.metrics import add_scoring_arguments, score
 from .results.stability import mean_of as retakes_mean
@@ -102,4 +102,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

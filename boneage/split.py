@@ -22,15 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import setup_logging, write_table
+from .files import read_table, run_main, setup_logging, write_table
+from .learning.data import SUBSETS, SplitError, check_split
 
 log = logging.getLogger("boneage.split")
 
-SUBSETS = ("train", "val", "test")
-
-
-class SplitError(ValueError):
-    pass
 
 
 def stratified_split(index: pd.DataFrame, val_fraction: float, test_fraction: float,
@@ -52,35 +48,6 @@ def stratified_split(index: pd.DataFrame, val_fraction: float, test_fraction: fl
         parts.append(pd.DataFrame({"id": ids, "subset": subset, "stratum": stratum}))
     out = pd.concat(parts, ignore_index=True)
     return out.sort_values("id", kind="stable").reset_index(drop=True)
-
-
-def check_split(split: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Check a split table against the index: known subsets, no unknown or duplicated ids."""
-    missing = {"id", "subset"} - set(split.columns)
-    if missing:
-        raise SplitError(f"split file {source} lacks column(s) {sorted(missing)}")
-    split = split.copy()
-    split["id"] = split["id"].astype(str)
-    bad = sorted(set(split["subset"]) - set(SUBSETS))
-    if bad:
-        raise SplitError(f"split file {source}: unknown subset(s) {bad}; use {SUBSETS}")
-    dup = split["id"][split["id"].duplicated()].tolist()
-    if dup:
-        raise SplitError(f"split file {source}: ids listed twice, e.g. {dup[:5]}")
-    unknown = sorted(set(split["id"]) - set(index["id"].astype(str)))
-    if unknown:
-        raise SplitError(f"split file {source}: {len(unknown)} ids not in the index, e.g. {unknown[:5]}")
-    for subset in ("train", "val"):
-        if not (split["subset"] == subset).any():
-            why = ""
-            if "stratum" in split.columns:  # made here: say why the strata gave none
-                why = (f": {len(split)} images in {split['stratum'].nunique()} strata (age bin x sex), and "
-                       f"each stratum's share rounds to 0 images. Use more images, a wider "
-                       f"split.age_bin_months or a larger split.{subset}_fraction")
-            raise SplitError(f"split from {source} has no '{subset}' images{why}")
-    if "stratum" not in split.columns:
-        split["stratum"] = ""
-    return split
 
 
 def stratified_folds(split: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
@@ -157,7 +124,7 @@ def write_folds(split: pd.DataFrame, folds_path: Path, k: int, seed: int, folds_
 def run(index_path: Path, out: Path, val_fraction: float, test_fraction: float,
         age_bin_months: float, seed: int, split_file: str | None = None, folds: int = 0,
         folds_file: str | None = None) -> pd.DataFrame:
-    index = pd.read_parquet(index_path)
+    index = read_table(index_path, "snakemake --forcerun preprocess")
     index["id"] = index["id"].astype(str)
     if split_file:
         split = check_split(pd.read_csv(split_file, dtype={"id": str}), index, split_file)
@@ -202,4 +169,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,10 +24,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .files import keep_freed_memory, setup_logging, sha256_file, usable_threads, write_json, write_table
+from .files import (
+    keep_freed_memory,
+    read_table,
+    run_main,
+    setup_logging,
+    sha256_file,
+    usable_threads,
+    write_json,
+    write_table,
+)
 from .learning.batches import load_subset, place
 from .learning.budget import fit_to_budget
 from .learning.checkpoint import CheckpointError
+from .learning.data import read_split
 from .learning.inference import resolve_device
 from .learning.spec import TrainSpec
 from .learning.store import RESIDENT
@@ -46,8 +56,8 @@ def run(variant: str, spec: TrainSpec, index_path: Path, split_path: Path, out_d
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     keep_freed_memory()
-    index = pd.read_parquet(index_path)
-    split = pd.read_csv(split_path, dtype={"id": str})
+    index = read_table(index_path, "snakemake --forcerun preprocess")
+    split = read_split(split_path, index)
     root = index_path.parent
     t0 = time.perf_counter()
     train = place(load_subset(index, split, "train", root, threads, store), device, resident)
@@ -118,4 +128,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

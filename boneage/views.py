@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import read_json, setup_logging, usable_threads, write_json
+from .files import read_json, run_main, setup_logging, usable_threads, write_json
 from .imaging.crop import REGIONS
 from .imaging.qc import contact_sheet
 from .imaging.radiograph import Settings, view_images
@@ -76,4 +76,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, merged, model_list, variant_spec
-from .files import setup_logging
+from .files import run_main, setup_logging
 from .learning.models import PretrainedWeightsError, imagenet_source, imagenet_state, source_arch
 from .learning.weights_dir import write_weights
 
@@ -79,4 +79,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -53,34 +53,10 @@ def write_rsna(root: Path, labels: pd.DataFrame | str, images: dict[str, np.ndar
 
 def dicom_bytes(tmp_path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1.0, intercept=0.0,
                 window=None, declared_shape: tuple[int, int] | None = None, **attributes) -> bytes:
-    """A 16-bit DICOM of ``pixels``; ``declared_shape`` makes its header claim another size (Rows,
-    Columns) than the pixel data holds; ``attributes`` (PatientSex=..., StudyDate=...) are set too."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    """A 12-bit DICOM of ``pixels`` (:func:`boneage.imaging.encodings.dicom_bytes`), rescale always written."""
+    from boneage.imaging.encodings import dicom_bytes as encode
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = declared_shape or pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    for name, value in attributes.items():
-        setattr(ds, name, value)
-    path = tmp_path / f"tmp{np.random.randint(1 << 30)}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path.read_bytes()
+    return encode(pixels, photometric, 12, slope, intercept, window, declared_shape, **attributes)
 
 
 def hand_like(seed: int = 0, size=(160, 128)) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 
 from boneage.learning.budget import SAFETY, epochs_within
 from boneage.learning.spec import TrainSpec
+from boneage.learning.torchfile import load_torch, save_torch
 from boneage.train import run
 
 from .conftest import REPO, snakemake
@@ -51,9 +52,9 @@ def test_a_budgeted_training_is_the_plan_with_the_chosen_epochs_and_a_resumed_on
     assert all(torch.equal(a[k], b[k]) for k in a)
     # interrupted after its first epoch and run again: the same choice, no new measurement
     last = tmp_path / "budget" / "checkpoints" / "last.pt"
-    state = torch.load(last, weights_only=True)
+    state = load_torch(last)
     state.update(complete=False, epoch=1, history=state["history"][:1])
-    torch.save(state, last)
+    save_torch(last, state, digest=True)
     choice["step_s"] = 123.0  # a marker: a new measurement would overwrite it
     (tmp_path / "budget" / "budget.json").write_text(json.dumps(choice))
     again = run("resnet18", TrainSpec.from_dict(plan), index, split_csv, tmp_path / "budget", "cpu", 1)

@@ -70,7 +70,7 @@ def test_a_torn_model_file_is_named_with_how_to_write_it_again(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"format": "x", "model": build_model({"arch": "resnet18"}).state_dict()}, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut short
-    with pytest.raises(ValueError, match=f"{path} cannot be read as a model file .*torn.*--forcerun train_variant"):
+    with pytest.raises(ValueError, match=f"{path} cannot be read .*torn.*--forcerun train_variant"):
         load_model(path)
 
 
@@ -107,3 +107,96 @@ def test_a_second_run_in_the_same_folder_is_refused_while_the_first_runs(tmp_pat
     finally:
         first.kill()
         first.wait()
+
+
+# --- a full disk in every later stage ----------------------------------------------------------------------
+LATER = """\
+demo: {n_images: 48}
+image_size: 64
+epochs: 6
+variants: [resnet18]
+split: {age_bin_months: 60}
+train: {batch_size: 8}
+evaluate: {stability_views: 0}
+report: {gradcam_images: 2}
+predict: {inputs: [results/data/demo/boneage-training-dataset]}
+calibrate: {images: [results/data/demo/boneage-training-dataset], csv: results/data/demo/boneage-training-dataset.csv,
+            min_films_per_sex: 5, folds: 3}
+"""
+
+
+def _fill(folder, leave: int = 0):
+    """Take the free space of ``folder``'s filesystem but ``leave`` bytes; the filler file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+    try:
+        for block in (1 << 20, 1 << 12):
+            while shutil.disk_usage(folder).free - block >= leave:
+                try:
+                    os.write(fd, b"\0" * block)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _logs(results) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted((results / "logs").rglob("*.log")))
+
+
+def test_a_full_disk_in_train_evaluate_bundle_report_predict_and_calibrate_stops_and_the_rerun_resumes(
+        small_results, tmp_path):
+    """Each stage on a full results/ fails with the file named and leaves nothing a rerun takes as done;
+    after space is freed the same command finishes, training from its last complete checkpoint, and the
+    test predictions equal those of a run that always had room (same machine and threads)."""
+    import time
+
+    config = tmp_path / "later.yaml"
+    config.write_text(LATER)
+    args = ("--cores", "2", "--configfile", str(config))
+    reference = tmp_path / "reference"
+    snakemake(reference, "evaluate", *args)
+
+    workdir = small_results.parent
+    _resize(small_results, "1g")  # a ResNet-18 checkpoint is 134 MB (weights and optimiser), best.pt and last.pt
+    snakemake(workdir, "split", *args)
+
+    # training: the disk fills once the first checkpoint is written
+    import sys
+
+    from .conftest import REPO
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "train", *args]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = small_results / "models" / "resnet18" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    filler = _fill(small_results, leave=16 << 10)
+    out = first.communicate(timeout=600)[0] + _logs(small_results)
+    assert first.returncode != 0, "training finished before the disk filled"
+    assert "could not write results/models/resnet18/" in out and "No space left on device" in out
+    assert "Traceback" not in _logs(small_results)
+    assert not (small_results / "models" / "resnet18" / "model.pt").exists()
+    filler.unlink()
+    snakemake(workdir, "train", *args)
+    assert "resuming resnet18 from epoch" in (small_results / "logs" / "train" / "resnet18.log").read_text()
+
+    # each later target: full disk -> named failure, nothing left that counts as done; room -> finishes
+    for target in ("evaluate", "bundles", "all", "predict", "calibrate"):
+        filler = _fill(small_results, leave=16 << 10)
+        proc = snakemake(workdir, target, *args, check=False)
+        out = proc.stdout + proc.stderr + _logs(small_results)
+        assert proc.returncode != 0, f"{target} ran on a full disk"
+        assert "could not write results/" in out and "No space left on device" in out, (target, out[-3000:])
+        assert "Traceback" not in _logs(small_results), target
+        assert planned_rules(snakemake(workdir, target, "-n", *args)), f"{target}: a failed job counts as done"
+        filler.unlink()
+        snakemake(workdir, target, *args)
+        assert not planned_rules(snakemake(workdir, target, "-n", *args))
+
+    for name in ("predictions.parquet", "metrics.json"):
+        assert (small_results / "evaluate" / "resnet18" / name).exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(small_results / "evaluate" / "resnet18" / "predictions.parquet"),
+                                  pd.read_parquet(reference / "results" / "evaluate" / "resnet18" / "predictions.parquet"))

@@ -6,10 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+from kaggle.api.kaggle_api_extended import KaggleApi
 
 from boneage import download
 from boneage.download import CredentialsError, run
-from kaggle.api.kaggle_api_extended import KaggleApi
 
 from .conftest import hand_like, write_rsna
 

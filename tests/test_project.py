@@ -26,7 +26,7 @@ def test_conda_env_pins_match_requirements():
     env = yaml.safe_load((REPO / "envs" / "boneage.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     conda_pins = _pins(pip)
-    dev_only = {"snakemake", "snakemake-executor-plugin-slurm", "snakefmt", "pytest"}
+    dev_only = {"snakemake", "snakemake-executor-plugin-slurm", "snakefmt", "pytest", "hypothesis"}
     assert conda_pins == {k: v for k, v in req.items() if k not in dev_only}
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     # the env pins the Python the project is tested on; the tests themselves run on any 3.11+

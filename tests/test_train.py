@@ -26,6 +26,7 @@ from boneage.learning.checkpoint import CheckpointError
 from boneage.learning.inference import autocast, channels_last, load_model, predict
 from boneage.learning.models import build_model
 from boneage.learning.spec import TrainSpec
+from boneage.learning.torchfile import load_torch, save_torch
 from boneage.learning.trainer import EMA, Trainer, seed_everything
 from boneage.train import run
 
@@ -121,9 +122,9 @@ def test_changed_settings_start_afresh(data, tmp_path):
     index, split_csv = data / "pre" / "index.parquet", data / "split.csv"
     run("resnet18", TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 2}), index, split_csv, tmp_path, "cpu", 1)
     ckpt = tmp_path / "checkpoints" / "last.pt"
-    first = torch.load(ckpt, map_location="cpu", weights_only=True)
+    first = load_torch(ckpt)
     first["complete"] = False  # as if it had been interrupted
-    torch.save(first, ckpt)
+    save_torch(ckpt, first, digest=True)
     run("resnet18", TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 2, "lr": 3e-4}), index, split_csv,
         tmp_path, "cpu", 1)
     assert (tmp_path / "checkpoints" / "last.stale.pt").exists()
@@ -248,11 +249,11 @@ def test_a_checkpoint_from_another_device_type_resumes_with_a_warning(data, tmp_
     spec = TrainSpec.from_dict({"arch": "resnet18", **TINY, "epochs": 2})
     run("resnet18", spec, index, split_csv, tmp_path, "cpu", 1)
     last = tmp_path / "checkpoints" / "last.pt"
-    state = torch.load(last, weights_only=True)
+    state = load_torch(last)
     # as written by an interrupted GPU job: a CUDA generator state is 16 bytes, a CPU one 5056
     state.update(complete=False, epoch=1, history=state["history"][:1], device_type="cuda",
                  generator=torch.zeros(16, dtype=torch.uint8), cuda_rng=torch.zeros(16, dtype=torch.uint8))
-    torch.save(state, last)
+    save_torch(last, state, digest=True)
     with caplog.at_level("WARNING", logger="boneage.train"):
         run("resnet18", spec, index, split_csv, tmp_path, "cpu", 1)
     assert "checkpoint was written on cuda, resuming on cpu" in caplog.text

@@ -122,9 +122,15 @@ def _read_dicom(data: bytes) -> np.ndarray:
         pixels = grey_or_refuse(pixels[:, :, :3].astype(np.uint8), rgb=True)
     elif pixels.ndim != 2:
         raise ImageError(f"DICOM has {pixels.ndim} dimensions (multi-frame?); expected one 2-D image")
-    img = apply_modality_lut(pixels, ds).astype(np.float32)
+    try:
+        img = apply_modality_lut(pixels, ds).astype(np.float32)
+    except Exception as exc:  # a RescaleSlope of 'abc': the pixels' scale is unknown
+        raise ImageError(f"DICOM rescale (RescaleSlope/RescaleIntercept) unusable: {exc}") from exc
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        img = apply_voi_lut(img, ds).astype(np.float32)
+        try:
+            img = apply_voi_lut(img, ds).astype(np.float32)
+        except Exception:  # a window of width 0 or 'x': to_uint8's min-max window applies alone
+            pass
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         img = img.max() - img + img.min()  # MONOCHROME1: high values are dark
     return img
@@ -156,22 +162,29 @@ def read_grey(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     return img
 
 
-def to_uint8(img: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
-    """Map an image to uint8. 8-bit data is kept as is; deeper data is windowed on its percentiles.
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Map an image to uint8 by its own range: its minimum to 0, its maximum to 255, whatever its bit depth.
 
-    16-bit radiographs often use 10-12 of their bits; a percentile window maps the range that holds
-    the anatomy to 0-255 instead of leaving it in a few dark grey levels.
+    The same film as 8-bit PNG, 16-bit PNG, 12- or 16-bit DICOM (MONOCHROME1 already inverted,
+    rescaled, windowed) thus gives the same pixels, and an 8-bit film that spans 0-255 stays as it
+    is (docs/bad_inputs.md, "One film, every encoding"). A film using 10-12 of 16 bits is stretched
+    to the full range.
     """
-    if img.dtype == np.uint8:
-        return img
-    img = img.astype(np.float32)
-    lo, hi = np.percentile(img, [low_pct, high_pct])
-    if hi <= lo:
-        lo, hi = float(img.min()), float(img.max())
+    lo, hi = float(img.min()), float(img.max())
     if hi <= lo:
         return np.zeros(img.shape, np.uint8)
-    out = (img - lo) * (255.0 / (hi - lo))
-    return np.clip(out, 0, 255).astype(np.uint8)
+    if img.dtype in (np.uint8, np.uint16):  # a table of every value: no float copy of a large film
+        return _scaled(np.arange(int(hi) + 1, dtype=np.float32), lo, hi)[img]
+    return _scaled(img.astype(np.float32), lo, hi)
+
+
+def _scaled(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``x`` (float32, changed in place) from [lo, hi] to 0-255. Dividing (x - lo) by (hi - lo) first
+    makes a scaled copy of integer data give the same quotient, so the same uint8 value, bit for bit."""
+    x -= np.float32(lo)
+    x /= np.float32(hi - lo)
+    x *= np.float32(255.0)
+    return np.rint(x, out=x).astype(np.uint8)
 
 
 def check_usable(img: np.ndarray, min_side: int = 32) -> None:

@@ -10,6 +10,7 @@ A bad row never vanishes: :func:`read_labels` returns it in a rejects table with
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,11 @@ def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     csv = Path(csv)
     try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():  # a row longer than the header: an error, not a silent index column
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = pd.read_csv(csv, dtype=str, keep_default_na=False, index_col=False)
     except Exception as exc:
-        raise LabelsError(f"cannot read label file {csv}: {exc}") from exc
+        raise LabelsError(f"cannot read label file {csv}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from exc
     raw.columns = [c.strip() for c in raw.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:

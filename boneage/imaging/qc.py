@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ..files import atomic_path
 from .crop import region_box
 from .images import read_grey, to_uint8
 
@@ -54,6 +55,6 @@ def contact_sheet(index: pd.DataFrame, model_input: Callable, path: Path, n: int
     kept = "" if region == "hand" else f" and the {region} kept (blue)"
     fig.suptitle(f"Crops: source with hand box (orange){kept} (left), model input (right)", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format=Path(path).suffix[1:])
     plt.close(fig)

@@ -160,20 +160,28 @@ def _work(task: tuple[str, str | None]) -> dict:
 
 
 def run_images(tasks: list[tuple[str, str | None]], settings: Settings, out_dir: Path, threads: int):
-    """Process images in ``threads`` processes with a progress bar; yields result dicts."""
+    """Process images in ``threads`` processes with a progress bar; yields result dicts. A write that
+    failed (a full disk) raises :class:`boneage.files.WriteError`: no image is a reject for it."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     chunk = max(1, min(32, len(tasks) // (threads * 8) or 1))
     if threads <= 1:
         _init_worker(settings, str(out_dir))
         try:
-            yield from progress(map(_work, tasks), total=len(tasks), desc="preprocess", unit="img")
+            yield from _stop_at_fatal(progress(map(_work, tasks), total=len(tasks), desc="preprocess", unit="img"))
         finally:
             _worker["cropper"].close()
         return
     ctx = mp.get_context("spawn")  # MediaPipe and OpenCV threads do not survive fork well
     with ctx.Pool(threads, initializer=_init_worker, initargs=(settings, str(out_dir))) as pool:
         results = pool.imap_unordered(_work, tasks, chunksize=chunk)
-        yield from progress(results, total=len(tasks), desc="preprocess", unit="img")
+        yield from _stop_at_fatal(progress(results, total=len(tasks), desc="preprocess", unit="img"))
+
+
+def _stop_at_fatal(results):
+    for res in results:
+        if "fatal" in res:
+            raise WriteError(res["fatal"])
+        yield res
 
 
 # --- other parts of hands already found: the views stage, and predict for ensembles of regions ---

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_path
 from .spec import TrainSpec
+from .torchfile import load_torch, save_torch
 
 log = logging.getLogger("boneage.train")
 
@@ -59,11 +59,10 @@ class Checkpoints:
         }
 
     def save(self, state: dict, name: str) -> None:
-        with atomic_path(self.folder / name) as tmp:
-            torch.save(state, tmp)
+        save_torch(self.folder / name, state, digest=True)
 
     def load(self, name: str) -> dict:
-        return torch.load(self.folder / name, map_location="cpu", weights_only=True)
+        return load_torch(self.folder / name)
 
     def resumable(self) -> dict | None:
         """The last checkpoint if training can continue from it; refuse another variant's."""

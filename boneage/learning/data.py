@@ -19,6 +19,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..files import TornFile, read_table
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -38,6 +40,51 @@ class Augment:
         if unknown:
             raise ValueError(f"unknown augmentation key(s) {sorted(unknown)}")
         return cls(**d)
+
+
+SUBSETS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """A split table that does not fit the index; the message names the file and what is wrong."""
+
+
+def check_split(split: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check a split table against the index: known subsets, no unknown or duplicated ids."""
+    missing = {"id", "subset"} - set(split.columns)
+    if missing:
+        raise SplitError(f"split file {source} lacks column(s) {sorted(missing)}")
+    split = split.copy()
+    split["id"] = split["id"].astype(str)
+    bad = sorted(set(split["subset"]) - set(SUBSETS))
+    if bad:
+        raise SplitError(f"split file {source}: unknown subset(s) {bad}; use {SUBSETS}")
+    dup = split["id"][split["id"].duplicated()].tolist()
+    if dup:
+        raise SplitError(f"split file {source}: ids listed twice, e.g. {dup[:5]}")
+    unknown = sorted(set(split["id"]) - set(index["id"].astype(str)))
+    if unknown:
+        raise SplitError(f"split file {source}: {len(unknown)} ids not in the index, e.g. {unknown[:5]}")
+    for subset in ("train", "val"):
+        if not (split["subset"] == subset).any():
+            why = ""
+            if "stratum" in split.columns:  # made here: say why the strata gave none
+                why = (f": {len(split)} images in {split['stratum'].nunique()} strata (age bin x sex), and "
+                       f"each stratum's share rounds to 0 images. Use more images, a wider "
+                       f"split.age_bin_months or a larger split.{subset}_fraction")
+            raise SplitError(f"split from {source} has no '{subset}' images{why}")
+    if "stratum" not in split.columns:
+        split["stratum"] = ""
+    return split
+
+
+def read_split(path: Path, index: pd.DataFrame) -> pd.DataFrame:
+    """The split stage's ``split.csv``, checked against the index (:func:`check_split`): a torn or
+    damaged copy is named with the command that writes it again, never read as fewer films."""
+    try:
+        return check_split(read_table(path, dtype={"id": str}), index, str(path))
+    except (SplitError, TornFile) as exc:
+        raise SplitError(f"{exc}; write it again: snakemake --forcerun split") from exc
 
 
 def subset_table(index: pd.DataFrame, split: pd.DataFrame, subsets=("val", "test")) -> pd.DataFrame:

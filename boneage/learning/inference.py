@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_path
+from ..files import TornFile
 from .data import resize, tta_views
 from .models import BoneAgeNet, build_model
+from .torchfile import load_torch, save_torch
 
 MODEL_FORMAT = "boneage-model-v1"
 
@@ -69,19 +70,17 @@ def save_model(path: str | Path, variant: str, checkpoint: dict) -> None:
         "target_std": checkpoint["target"]["std"],
         "model": checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["model"],
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    save_torch(path, blob, digest=True)
 
 
-def _read(path: str | Path) -> dict:
+def _read(path: str | Path, data: bytes | None = None) -> dict:
+    """The model file at ``path`` (or its bytes ``data``, already read from there)."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # a torn zip archive, a bit-flipped pickle, another file type
-        raise ValueError(f"{path} cannot be read as a model file ({(str(exc).splitlines() or [type(exc).__name__])[0]}): it is torn or "
-                         "not a model; write it again (results/models/...: snakemake --forcerun train_variant; "
-                         "a bundle: copy it again or snakemake --forcerun bundles)") from exc
+        blob = load_torch(path, data)
+    except TornFile as exc:
+        raise ValueError(f"{exc}: as a model file it is torn, damaged or not a model; write it again "
+                         "(results/models/...: snakemake --forcerun train_variant; a bundle: copy it again or "
+                         "snakemake --forcerun bundles)") from exc
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a boneage model file (format "
                          f"{blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")
@@ -93,9 +92,10 @@ def model_meta(path: str | Path) -> dict:
     return {k: v for k, v in _read(path).items() if k != "model"}
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[BoneAgeNet, dict]:
-    """A trained model from ``model.pt`` and its metadata (spec, target mean/std, ...)."""
-    blob = _read(path)
+def load_model(path: str | Path, device: torch.device | str = "cpu", data: bytes | None = None
+               ) -> tuple[BoneAgeNet, dict]:
+    """A trained model from ``model.pt`` (or its bytes ``data``) and its metadata (spec, target mean/std, ...)."""
+    blob = _read(path, data)
     spec = dict(blob["spec"], pretrained="none")  # the weights below replace any pretrained ones
     model = build_model(spec)
     model.load_state_dict(blob["model"])

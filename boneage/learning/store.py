@@ -147,6 +147,22 @@ def subset(images, mask):
     return images.take(mask) if isinstance(images, DiskImages) else images[torch.as_tensor(mask)]
 
 
+_VERIFIED: set = set()
+
+
+def verify(store: Path, sha256: str) -> None:
+    """Refuse a store whose bytes differ from the sha256 its ``images.json`` recorded (a bit flip, a
+    damaged copy); read once per process and file version (about 1 s per GB)."""
+    st = store.stat()
+    key = (str(store), st.st_ino, st.st_size, st.st_mtime_ns, sha256)
+    if key in _VERIFIED:
+        return
+    if sha256_file(store) != sha256:
+        raise StoreError(f"{store}: its bytes differ from the sha256 in {store.with_suffix('.json').name} (a bit "
+                         "flip or a damaged copy); re-run: snakemake --forcerun preprocess")
+    _VERIFIED.add(key)
+
+
 def open_rows(store: Path, index: pd.DataFrame, rows: pd.DataFrame) -> DiskImages:
     """The images of ``rows`` (a subset of ``index``, in their order) from the store of ``index``."""
     meta = read_json(store.with_suffix(".json"))
@@ -155,6 +171,7 @@ def open_rows(store: Path, index: pd.DataFrame, rows: pd.DataFrame) -> DiskImage
     if store.stat().st_size != meta["n"] * meta["size"] ** 2:
         raise StoreError(f"{store}: {store.stat().st_size} bytes, expected {meta['n'] * meta['size'] ** 2}; "
                          "re-run: snakemake --forcerun preprocess")
+    verify(store, meta["sha256"])
     position = pd.Series(np.arange(len(index)), index=index["id"].astype(str))
     return DiskImages(store, position.loc[rows["id"].astype(str)].to_numpy(), meta["size"])
 

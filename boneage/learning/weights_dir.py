@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_path, read_json, sha256_file, write_json
+from ..files import read_json, sha256_file, write_json
+from .torchfile import save_torch
 
 MANIFEST = "manifest.json"
 FORMAT = "boneage-imagenet-weights-v1"
@@ -31,8 +32,7 @@ def write_weights(out_dir: Path, states: dict[str, tuple[dict, str]], half: bool
         if half:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         file = out_dir / f"{arch}.pt"
-        with atomic_path(file) as tmp:
-            torch.save(state, tmp)
+        save_torch(file, state)
         entries[arch] = {"file": file.name, "source": source, "dtype": "float16" if half else "float32",
                          "bytes": file.stat().st_size, "sha256": sha256_file(file)}
     manifest = {"format": FORMAT, "weights": entries}

@@ -26,14 +26,17 @@ outside it. Loading checks the format and every weight file's sha256.
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..files import read_json, sha256_file, write_json
+from ..files import atomic_dir, read_json, sha256_bytes, sha256_file, write_json
 from ..learning.inference import load_model, model_meta, predict
 from .metrics import corrected
 
@@ -66,15 +69,14 @@ def calibrated(pred, male, calibration: dict | None) -> np.ndarray:
 def write_calibrated(parent: Path, out_dir: Path, record: dict) -> dict:
     """A copy of the bundle ``parent`` in ``out_dir`` whose bundle.json carries ``record``
     (``calibration``, ``interval``, ``local_set``, ``parent``); the parent is only read."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    shutil.copytree(parent, out_dir)
-    spec = read_json(out_dir / "bundle.json")
-    if spec.get("stability"):
-        spec["stability"] = {**spec["stability"], "measured_on": "the parent's internal test split, before the "
-                             "calibration (a slope s scales each sex's spread by s)"}
-    spec.update(record)
-    write_json(out_dir / "bundle.json", spec)
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(parent, tmp, dirs_exist_ok=True)
+        spec = read_json(tmp / "bundle.json")
+        if spec.get("stability"):
+            spec["stability"] = {**spec["stability"], "measured_on": "the parent's internal test split, before the "
+                                 "calibration (a slope s scales each sex's spread by s)"}
+        spec.update(record)
+        write_json(tmp / "bundle.json", spec)
     return spec
 
 
@@ -101,7 +103,8 @@ def _common(metrics: dict, preprocess: dict) -> dict:
 
 def write_variant(out_dir: Path, model_path: Path, metrics_path: Path, preprocess_summary: Path,
                   card_path: Path) -> dict:
-    """The bundle of one trained variant from the files its stages wrote."""
+    """The bundle of one trained variant from the files its stages wrote (into a new folder: the
+    writers here fill a temporary one that :func:`boneage.files.atomic_dir` then puts in place)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = read_json(metrics_path)
     shutil.copyfile(model_path, out_dir / "model.pt")
@@ -115,12 +118,8 @@ def write_variant(out_dir: Path, model_path: Path, metrics_path: Path, preproces
 def write_ensemble(out_dir: Path, members: dict[str, Path], metrics_path: Path) -> dict:
     """The ensemble's bundle: its weights and corrections, and a copy of each member's bundle."""
     metrics = read_json(metrics_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, folder in members.items():
-        target = out_dir / "members" / name
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(folder, target)
+        shutil.copytree(folder, out_dir / "members" / name)
     return _write_ensemble_spec(out_dir, metrics["weights"], metrics)
 
 
@@ -166,6 +165,62 @@ def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict
     return bundle
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _spec_problem(spec: dict) -> str | None:
+    """What makes a bundle.json unusable (a key missing or of a wrong type, a member path leading out of
+    the bundle), or None. bundle.json is input from elsewhere: nothing in it may point outside its folder."""
+    def correction(c) -> bool:
+        return c is None or (isinstance(c, dict) and _number(c.get("slope")) and _number(c.get("intercept")))
+
+    if spec.get("kind") not in ("variant", "ensemble"):
+        return f"kind {spec.get('kind')!r} is neither 'variant' nor 'ensemble'"
+    checks = {
+        "variant": isinstance(spec.get("variant"), str),
+        "preprocess": isinstance(spec.get("preprocess"), dict),
+        "sex_input": isinstance(spec.get("sex_input"), bool),
+        "bias_correction": "bias_correction" in spec and correction(spec["bias_correction"]),
+        "interval": isinstance(spec.get("interval"), dict)
+        and (spec["interval"].get("halfwidth_months") is None or _number(spec["interval"]["halfwidth_months"])),
+        "calibration": spec.get("calibration") is None or (isinstance(spec["calibration"], dict) and all(
+            correction(spec["calibration"].get(sex)) for sex in SEXES)),
+    }
+    if spec["kind"] == "variant":
+        model, inference = spec.get("model"), spec.get("inference")
+        checks.update({
+            "model": isinstance(model, dict) and isinstance(model.get("file"), str)
+            and Path(model["file"]).name == model["file"] and model["file"] not in ("", ".", "..")
+            and isinstance(model.get("sha256"), str),
+            "input_size": isinstance(spec.get("input_size"), int) and 8 <= spec["input_size"] <= 4096,
+            "inference": isinstance(inference, dict) and all(isinstance(inference.get(k), bool)
+                                                             for k in ("tta", "hflip")),
+        })
+    else:
+        members = spec.get("members")
+        checks["members"] = isinstance(members, list) and bool(members) and all(
+            isinstance(m, dict) and isinstance(m.get("name"), str) and _number(m.get("weight"))
+            and isinstance(m.get("path"), str) and _inside(m["path"]) for m in members)
+    bad = [key for key, ok in checks.items() if not ok]
+    return f"key(s) {bad} missing or of the wrong type" if bad else None
+
+
+def _inside(relative: str) -> bool:
+    """Whether ``relative`` names a folder below the bundle's (no absolute path, no '..')."""
+    parts = Path(relative).parts
+    return bool(parts) and not Path(relative).is_absolute() and ".." not in parts and "\\" not in relative
+
+
+def _stamp(folder: Path) -> tuple:
+    """What changes when a bundle folder is swapped for a new one (its bundle.json's inode and time)."""
+    try:
+        st = os.stat(folder / "bundle.json")
+    except OSError:
+        return ()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class Views:
     """The same films as uint8 (N, 1, S, S) images in each region an ensemble's members see; rows are
     taken as from one tensor (``views[mask]``, ``views[a:b]``), ``map`` changes every region's alike."""
@@ -201,16 +256,38 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Bundle":
+        """The bundle in folder ``path``. Each weight file is read once, and the bytes whose sha256
+        was checked are the bytes loaded. A bundle being rewritten meanwhile (``snakemake bundles``
+        swaps in a whole new folder) is read again, up to three times: the estimates come from the
+        old bundle or the new one, never from parts of both."""
         path = Path(path)
+        for attempt in range(3):
+            before = _stamp(path)
+            try:
+                return cls._load(path, device)
+            except BundleError:
+                if attempt == 2 or _stamp(path) == before:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, path: Path, device: torch.device | str) -> "Bundle":
         spec = cls.read_spec(path)
         members = [(path, spec, 1.0)] if spec["kind"] == "variant" else [
             (path / e["path"], cls.read_spec(path / e["path"]), float(e["weight"])) for e in spec["members"]]
         models = []
         for folder, member, weight in members:
             weights = folder / member["model"]["file"]
-            if not weights.is_file() or sha256_file(weights) != member["model"]["sha256"]:
-                raise BundleError(f"{weights}: missing, or its sha256 differs from {folder / 'bundle.json'}")
-            model, meta = load_model(weights, device)
+            try:
+                data = weights.read_bytes()
+            except OSError as exc:
+                raise BundleError(f"{weights}: missing or unreadable ({exc.strerror or exc}); copy the bundle "
+                                  "again") from exc
+            if sha256_bytes(data) != member["model"]["sha256"]:
+                raise BundleError(f"{weights}: its sha256 differs from {folder / 'bundle.json'}: a torn or "
+                                  "changed copy; copy the bundle again (or snakemake --forcerun bundles)")
+            model, meta = load_model(weights, device, data=data)
             models.append((model, meta, weight, member))
         return cls(path, spec, models)
 
@@ -226,7 +303,12 @@ class Bundle:
                               "(or snakemake --forcerun bundles)") from exc
         if not isinstance(spec, dict) or spec.get("format") != BUNDLE_FORMAT:
             found = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
-            raise BundleError(f"{file}: format {found!r}, expected {BUNDLE_FORMAT!r}")
+            newer = " (a newer format: update boneage)" if str(found).startswith("boneage-bundle-v") else ""
+            raise BundleError(f"{file}: format {found!r}, expected {BUNDLE_FORMAT!r}{newer}")
+        problem = _spec_problem(spec)
+        if problem:
+            raise BundleError(f"{file}: {problem}; not a bundle this version wrote (copy it again, or "
+                              "snakemake --forcerun bundles)")
         return spec
 
     @property

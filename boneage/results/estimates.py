@@ -57,6 +57,9 @@ def gather(inputs: list[str]) -> list[Path]:
     return files
 
 
+MAX_AGE_MONTHS = 130 * 12  # older in a DICOM header: taken as unknown
+
+
 def _dicom_date(value) -> date | None:
     text = str(value or "").strip()
     try:
@@ -85,6 +88,8 @@ def dicom_facts(path: Path) -> dict:
         per_unit = {"Y": 12.0, "M": 1.0, "W": 12 / 52.1775, "D": 12 / 365.25}
         if len(text) == 4 and text[:3].isdigit() and text[3] in per_unit:
             age = int(text[:3]) * per_unit[text[3]]
+    if not age <= MAX_AGE_MONTHS:  # '999Y' is valid DICOM, and no age: unknown rather than absurd
+        age = np.nan
     return {"male": male, "age": age}
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_path
+
 MIN_TITLE_PT = 6.0
 
 
@@ -79,7 +81,7 @@ def save(fig, out: Path, dpi: float | None = None) -> list[str]:
     fit_titles(fig)
     lay_out()
     left = overflowing_titles(fig)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(out).suffix[1:])
     plt.close(fig)
     return left

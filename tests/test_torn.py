@@ -1,0 +1,202 @@
+"""Torn files: ``kill -9`` at random points while the pipeline writes the files others read (checkpoints,
+tables, bundles) leaves the old file or the new one, never part of one; and a file damaged after it was
+written (cut short, a bit flipped) is refused with its name and the command that writes it again,
+never read into a wrong number."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from boneage.files import TornFile, read_table
+from boneage.learning.torchfile import load_torch, save_torch
+
+from .conftest import REPO
+
+WRITER = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from boneage.files import atomic_dir, write_table
+from boneage.learning.torchfile import save_torch
+
+out, k = Path(sys.argv[1]), 0
+while True:
+    v = k % 2
+    save_torch(out / "last.pt", {"v": v, "w": torch.full((2_000_000,), float(v))}, digest=True)
+    write_table(pd.DataFrame({"v": np.full(300_000, v)}), out / "predictions.parquet")
+    with atomic_dir(out / "bundle") as tmp:
+        for name in ("model.pt", "bundle.json"):
+            (tmp / name).write_bytes(bytes([v]) * 3_000_000)
+    k += 1
+    print(k, flush=True)
+"""
+
+
+def _check(out) -> None:
+    """Each file the writer makes is whole: one version throughout."""
+    state = load_torch(out / "last.pt")
+    assert (state["w"] == float(state["v"])).all()
+    values = read_table(out / "predictions.parquet")["v"]
+    assert len(values) == 300_000 and values.nunique() == 1
+    versions = {(out / "bundle" / name).read_bytes() for name in ("model.pt", "bundle.json")}
+    assert len(versions) == 1 and len(versions.pop()) == 3_000_000
+
+
+def test_kill_9_at_random_points_of_writing_leaves_whole_files(tmp_path):
+    rng = np.random.default_rng(0)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env)
+    assert writer.stdout.readline(), "the writer stopped before its first round"  # every file exists now
+    for _ in range(12):
+        time.sleep(rng.uniform(0.0, 0.15))  # one round of writes takes about 0.1 s
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        _check(tmp_path)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env)
+        assert writer.stdout.readline(), "the writer stopped"  # past its imports, into the writes
+    writer.kill()
+    writer.wait()
+    _check(tmp_path)
+
+
+def test_bit_flips_in_a_checkpoint_or_model_file_are_refused_never_read(tmp_path):
+    """PyTorch reads a bit-flipped tensor without complaint; the content digest written with the file
+    turns every flip into an error naming it, or (a flip in bytes the reader never uses) the same content."""
+    from boneage.learning.inference import load_model
+    from boneage.learning.models import build_model
+
+    state = {"format": "x", "epoch": 3, "model": build_model({"arch": "resnet18"}).state_dict(),
+             "target_mean": 120.5}
+    path = tmp_path / "last.pt"
+    save_torch(path, state, digest=True)
+    whole = path.read_bytes()
+    rng = np.random.default_rng(1)
+    refused = 0
+    for position in rng.integers(0, len(whole), 40):
+        flipped = bytearray(whole)
+        flipped[position] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(flipped))
+        try:
+            got = load_torch(path)
+        except TornFile as exc:
+            assert str(path) in str(exc)
+            refused += 1
+            continue
+        assert got["epoch"] == 3 and got["target_mean"] == 120.5
+        assert all(torch.equal(got["model"][k], v) for k, v in state["model"].items())
+    assert refused >= 30  # nearly all of the file is tensor data or its index
+
+    path.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(ValueError, match=f"{path} cannot be read .*--forcerun train_variant"):
+        load_model(path)
+
+
+def test_a_damaged_store_index_or_split_is_named_with_the_command_that_remakes_it(tmp_path):
+    from boneage.learning.data import SplitError, read_split
+    from boneage.learning.store import StoreError, open_rows, write_images
+
+    ids = [f"f{i}" for i in range(6)]
+    index = pd.DataFrame({"id": ids, "image": [f"{i}.png" for i in ids]})
+    store = tmp_path / "images.u8"
+    write_images(ids, (np.full((8, 8), i, np.uint8) for i in range(6)), store)
+    assert open_rows(store, index, index)[:].sum() > 0
+    data = bytearray(store.read_bytes())
+    data[100] ^= 4  # one bit, the size unchanged
+    store.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=f"{store}: its bytes differ .*--forcerun preprocess"):
+        open_rows(store, index, index)
+
+    parquet = tmp_path / "index.parquet"
+    index.to_parquet(parquet)
+    parquet.write_bytes(parquet.read_bytes()[:-40])
+    with pytest.raises(TornFile, match=f"{parquet} cannot be read as a table .*--forcerun preprocess"):
+        read_table(parquet, "snakemake --forcerun preprocess")
+
+    split = tmp_path / "split.csv"
+    split.write_text("id,subset\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, ["train"] * 4 + ["val", "test"])))
+    assert len(read_split(split, index)) == 6
+    split.write_text(split.read_text()[:-3])  # cut inside the last row's subset
+    with pytest.raises(SplitError, match=f"{split}: unknown subset.*--forcerun split"):
+        read_split(split, index)
+
+
+# --- two at once: predict while the bundle is rewritten ----------------------------------------------------
+REWRITER = """
+import sys
+from boneage.export import main
+
+args = sys.argv[1:]
+k = 0
+while True:
+    main(["variant", "--model", args[k % 2], *args[2:]])
+    k += 1
+    print(k, flush=True)
+"""
+
+
+def _model(path, seed: int) -> None:
+    from boneage.learning.inference import save_model
+    from boneage.learning.models import build_model
+
+    torch.manual_seed(seed)
+    spec = {"arch": "resnet18", "input_size": 32, "sex_input": False, "pretrained": "none", "augment": {}}
+    weights = build_model(spec).state_dict()
+    save_model(path, "resnet18", {"spec": spec, "spec_digest": "d", "data_hash": "h", "epoch": 1,
+                                  "best": {"val_mae": 1.0}, "target": {"mean": 100.0, "std": 40.0},
+                                  "ema": None, "model": weights})
+
+
+def test_predict_while_the_bundle_is_rewritten_gets_the_old_or_the_new_estimates(tmp_path):
+    """`snakemake bundles` (a training finished) rewrites a bundle while `boneage.predict` reads it: every
+    load gives the estimates of one whole bundle, the old or the new, never weights of one with the
+    settings of the other, and never an error."""
+    from boneage.files import write_json
+    from boneage.results.bundle import Bundle
+
+    for k in (0, 1):
+        _model(tmp_path / f"model{k}.pt", seed=k)
+    write_json(tmp_path / "metrics.json", {"variant": "resnet18", "tta": False, "bias_correction": None,
+                                           "interval": {}, "test": {}})
+    write_json(tmp_path / "preprocess.json", {"settings": {"image_size": 32, "region": "hand"}})
+    write_json(tmp_path / "card.json", {})
+    bundle = tmp_path / "bundles" / "resnet18"
+    rest = ["--metrics", str(tmp_path / "metrics.json"), "--preprocess-summary", str(tmp_path / "preprocess.json"),
+            "--model-card", str(tmp_path / "card.json"), "--out-dir", str(bundle)]
+    images = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    male = torch.zeros(4)
+    from boneage.export import main
+    expected = []
+    for k in (0, 1):
+        main(["variant", "--model", str(tmp_path / f"model{k}.pt"), *rest])
+        expected.append(Bundle.load(bundle).predict(images, male))
+    assert not np.array_equal(*expected)
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c", REWRITER, str(tmp_path / "model0.pt"),
+                               str(tmp_path / "model1.pt"), *rest], stdout=subprocess.PIPE, env=env)
+    try:
+        writer.stdout.readline()
+        seen = set()
+        for _ in range(20):
+            got = Bundle.load(bundle).predict(images, male)
+            match = [k for k in (0, 1) if np.array_equal(got, expected[k])]
+            assert match, f"estimates of neither bundle: {got}"
+            seen.add(match[0])
+        assert writer.poll() is None
+    finally:
+        writer.kill()
+        writer.wait()
+    assert seen == {0, 1}  # the rewrites did happen while it read
