@@ -29,17 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .files import (
-    keep_freed_memory,
-    read_json,
-    read_table,
-    run_main,
-    setup_logging,
-    sha256_file,
-    usable_threads,
-    write_json,
-    write_table,
-)
+from .files import (keep_freed_memory, read_json, read_table, run_main, setup_logging, sha256_file, usable_threads,
+                    write_json, write_table)
 from .learning.data import load_images, read_split, subset_table
 from .learning.inference import load_model, model_meta, predict, resolve_device
 from .learning.store import RESIDENT, hold, open_rows, subset

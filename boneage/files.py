@@ -56,6 +56,19 @@ def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
 
 
 @contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """A full disk or a read-only folder in the block: a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise write_error(path, exc) from exc
+        raise
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
 
@@ -64,22 +77,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     :class:`WriteError` that names ``path`` and the space left.
     """
     path = Path(path)
-    try:
+    with _named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise (write_error(path, exc) if exc.errno in DISK_ERRNOS else exc) from exc
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except WriteError:
-        raise
-    except OSError as exc:
-        if exc.errno in DISK_ERRNOS:
-            raise write_error(path, exc) from exc
-        raise
+        with _named(path):
+            yield Path(tmp)
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -107,27 +113,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     sees the old folder or the new one, never a mix or none. Where the filesystem cannot exchange
     names, the old folder is renamed away first (for an instant, no folder: a clear "not found")."""
     path = Path(path)
-    try:
+    with _named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise (write_error(path, exc) if exc.errno in DISK_ERRNOS else exc) from exc
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if not path.exists():
-            os.replace(tmp, path)
-        elif not _exchange(tmp, path):  # tmp now holds the old folder, removed below
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            tmp = old
-    except WriteError:
-        raise
-    except OSError as exc:
-        if exc.errno in DISK_ERRNOS:
-            raise write_error(path, exc) from exc
-        raise
+        with _named(path):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())
+            if not path.exists():
+                os.replace(tmp, path)
+            elif not _exchange(tmp, path):  # tmp now holds the old folder, removed below
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+                os.replace(path, old / path.name)
+                os.replace(tmp, path)
+                tmp = old
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -200,3 +200,33 @@ def test_predict_while_the_bundle_is_rewritten_gets_the_old_or_the_new_estimates
         writer.kill()
         writer.wait()
     assert seen == {0, 1}  # the rewrites did happen while it read
+
+
+def test_two_runs_with_other_configs_in_two_folders_share_a_read_only_data_folder(tmp_path):
+    """Two pipelines at once, each in its own folder with its own settings, reading one data folder that
+    neither may write (as ../shared is): both finish, each with its own settings' images, and the data
+    folder is byte for byte as before."""
+    from boneage.files import sha256_file
+    from boneage.imaging.demo import generate
+
+    from .conftest import snakemake
+
+    data = tmp_path / "shared"
+    generate(data, 40, seed=4)
+    before = {p: sha256_file(p) for p in data.rglob("*") if p.is_file()}
+    for p in [data, *data.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "preprocess", "--cores", "1",
+           "--config", "data_source=local", f"data_dir={data}"]
+    runs = {size: subprocess.Popen([*cmd, f"image_size={size}", "--directory", str(tmp_path / f"run{size}")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for size in (48, 64)}
+    try:
+        for size, run in runs.items():
+            out = run.communicate(timeout=600)[0]
+            assert run.returncode == 0, out[-3000:]
+            index = read_table(tmp_path / f"run{size}" / "results" / "preprocess" / "index.parquet")
+            assert len(index) == 40 and (index["height_after"] == size).all()
+    finally:
+        for p in [data, *data.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    assert {p: sha256_file(p) for p in data.rglob("*") if p.is_file()} == before
