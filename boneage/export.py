@@ -49,5 +49,6 @@ def main(argv=None) -> None:
         else:
             write_ensemble(out, {n: Path(d) for n, d in args.member}, Path(args.metrics))
 
+
 if __name__ == "__main__":
     run_main(main)

@@ -156,6 +156,11 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
         np.savez_compressed(f, **arrays)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 class TornFile(ValueError):
     """A file whose content is not what was written: cut short, bit-flipped or of another kind."""
 
@@ -199,8 +204,7 @@ def read_table(path: str | os.PathLike, remake: str = "", **kwargs):
     except FileNotFoundError:
         raise
     except (ValueError, OSError) as exc:  # pyarrow's and pandas' parse errors are ValueErrors or OSErrors
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise TornFile(f"{path} cannot be read as a table ({first}): torn or damaged"
+        raise TornFile(f"{path} cannot be read as a table ({first_line(exc)}): torn or damaged"
                        + (f"; write it again: {remake}" if remake else "")) from exc
 
 

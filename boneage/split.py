@@ -28,7 +28,6 @@ from .learning.data import SUBSETS, SplitError, check_split
 log = logging.getLogger("boneage.split")
 
 
-
 def stratified_split(index: pd.DataFrame, val_fraction: float, test_fraction: float,
                      age_bin_months: float, seed: int) -> pd.DataFrame:
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:

@@ -59,6 +59,33 @@ def dicom_bytes(tmp_path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1
     return encode(pixels, photometric, 12, slope, intercept, window, declared_shape, **attributes)
 
 
+def untrained_model(path: Path, seed: int = 0) -> None:
+    """``model.pt`` of an untrained ResNet-18 at 32 px (weights from ``seed``), as training writes one."""
+    import torch
+
+    from boneage.learning.inference import save_model
+    from boneage.learning.models import build_model
+
+    torch.manual_seed(seed)
+    spec = {"arch": "resnet18", "input_size": 32, "sex_input": False, "pretrained": "none", "augment": {}}
+    save_model(path, "resnet18", {"spec": spec, "spec_digest": "d", "data_hash": "h", "epoch": 1,
+                                  "best": {"val_mae": 1.0}, "target": {"mean": 100.0, "std": 40.0},
+                                  "ema": None, "model": build_model(spec).state_dict()})
+
+
+def export_args(root: Path, out_dir: Path) -> list[str]:
+    """The other files ``python -m boneage.export variant`` reads beside a model (metrics, preprocessing,
+    card), written into ``root``; its arguments but ``--model``."""
+    from boneage.files import write_json
+
+    write_json(root / "metrics.json", {"variant": "resnet18", "tta": False, "bias_correction": None, "interval": {},
+                                       "test": {}})
+    write_json(root / "preprocess.json", {"settings": {"image_size": 32}})
+    write_json(root / "card.json", {})
+    return ["--metrics", str(root / "metrics.json"), "--preprocess-summary", str(root / "preprocess.json"),
+            "--model-card", str(root / "card.json"), "--out-dir", str(out_dir)]
+
+
 def hand_like(seed: int = 0, size=(160, 128)) -> np.ndarray:
     """A small synthetic radiograph from the demo generator."""
     from boneage.imaging.demo import render

@@ -193,22 +193,12 @@ VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats()
 def bundle_dir(tmp_path_factory):
     """A real variant bundle (an untrained ResNet-18 at 32 px) to mutate."""
     from boneage.export import main
-    from boneage.files import write_json
-    from boneage.learning.inference import save_model
-    from boneage.learning.models import build_model
+
+    from .conftest import export_args, untrained_model
 
     root = tmp_path_factory.mktemp("bundle")
-    spec = {"arch": "resnet18", "input_size": 32, "sex_input": False, "pretrained": "none", "augment": {}}
-    save_model(root / "model.pt", "resnet18", {"spec": spec, "spec_digest": "d", "data_hash": "h", "epoch": 1,
-                                               "best": {"val_mae": 1.0}, "target": {"mean": 100.0, "std": 40.0},
-                                               "ema": None, "model": build_model(spec).state_dict()})
-    write_json(root / "metrics.json", {"variant": "resnet18", "tta": False, "bias_correction": None, "interval": {},
-                                       "test": {}})
-    write_json(root / "pre.json", {"settings": {"image_size": 32}})
-    write_json(root / "card.json", {})
-    main(["variant", "--model", str(root / "model.pt"), "--metrics", str(root / "metrics.json"),
-          "--preprocess-summary", str(root / "pre.json"), "--model-card", str(root / "card.json"),
-          "--out-dir", str(root / "b")])
+    untrained_model(root / "model.pt")
+    main(["variant", "--model", str(root / "model.pt"), *export_args(root, root / "b")])
     return root / "b"
 
 

@@ -147,34 +147,18 @@ while True:
 """
 
 
-def _model(path, seed: int) -> None:
-    from boneage.learning.inference import save_model
-    from boneage.learning.models import build_model
-
-    torch.manual_seed(seed)
-    spec = {"arch": "resnet18", "input_size": 32, "sex_input": False, "pretrained": "none", "augment": {}}
-    weights = build_model(spec).state_dict()
-    save_model(path, "resnet18", {"spec": spec, "spec_digest": "d", "data_hash": "h", "epoch": 1,
-                                  "best": {"val_mae": 1.0}, "target": {"mean": 100.0, "std": 40.0},
-                                  "ema": None, "model": weights})
-
-
 def test_predict_while_the_bundle_is_rewritten_gets_the_old_or_the_new_estimates(tmp_path):
     """`snakemake bundles` (a training finished) rewrites a bundle while `boneage.predict` reads it: every
     load gives the estimates of one whole bundle, the old or the new, never weights of one with the
     settings of the other, and never an error."""
-    from boneage.files import write_json
     from boneage.results.bundle import Bundle
 
+    from .conftest import export_args, untrained_model
+
     for k in (0, 1):
-        _model(tmp_path / f"model{k}.pt", seed=k)
-    write_json(tmp_path / "metrics.json", {"variant": "resnet18", "tta": False, "bias_correction": None,
-                                           "interval": {}, "test": {}})
-    write_json(tmp_path / "preprocess.json", {"settings": {"image_size": 32, "region": "hand"}})
-    write_json(tmp_path / "card.json", {})
+        untrained_model(tmp_path / f"model{k}.pt", seed=k)
     bundle = tmp_path / "bundles" / "resnet18"
-    rest = ["--metrics", str(tmp_path / "metrics.json"), "--preprocess-summary", str(tmp_path / "preprocess.json"),
-            "--model-card", str(tmp_path / "card.json"), "--out-dir", str(bundle)]
+    rest = export_args(tmp_path, bundle)
     images = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     male = torch.zeros(4)
     from boneage.export import main
@@ -209,7 +193,6 @@ def test_two_runs_with_other_configs_in_two_folders_share_a_read_only_data_folde
     from boneage.files import sha256_file
     from boneage.imaging.demo import generate
 
-    from .conftest import snakemake
 
     data = tmp_path / "shared"
     generate(data, 40, seed=4)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import first_line
 from .layout import IMAGE_DIR, LABELS_CSV, Layout, LayoutError, resolve_layout  # noqa: F401
 
 REQUIRED_COLUMNS = ("id", "boneage", "male")
@@ -58,7 +59,7 @@ def read_labels(csv: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             warnings.simplefilter("error", pd.errors.ParserWarning)
             raw = pd.read_csv(csv, dtype=str, keep_default_na=False, index_col=False)
     except Exception as exc:
-        raise LabelsError(f"cannot read label file {csv}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from exc
+        raise LabelsError(f"cannot read label file {csv}: {first_line(exc)}") from exc
     raw.columns = [c.strip() for c in raw.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:

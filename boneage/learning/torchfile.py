@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from ..files import TornFile, atomic_path
+from ..files import TornFile, atomic_path, first_line
 
 DIGEST_KEY = "content_sha256"
 
@@ -91,8 +91,7 @@ def load_torch(path: str | os.PathLike, data: bytes | None = None):
     except FileNotFoundError:
         raise
     except Exception as exc:  # a torn zip archive, a bit-flipped pickle, another file type
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise TornFile(f"{path} cannot be read ({first})") from exc
+        raise TornFile(f"{path} cannot be read ({first_line(exc)})") from exc
     if isinstance(obj, dict) and DIGEST_KEY in obj:
         recorded = obj.pop(DIGEST_KEY)
         if content_sha256(obj) != recorded:
