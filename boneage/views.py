@@ -42,8 +42,7 @@ def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1, cont
         raise ValueError(f"region {region!r} unknown; use one of {REGIONS}")
     index = pd.read_parquet(preprocess_dir / "index.parquet")
     made = read_json(preprocess_dir / "preprocess_summary.json")["settings"]
-    settings = replace(Settings(**{**made, "mediapipe_renderings": tuple(made["mediapipe_renderings"])}),
-                       region=region)
+    settings = replace(Settings.of(made), region=region)
     threads = usable_threads(threads)
     log.info("%s view of %d films (%s) with %d processes", region, len(index), preprocess_dir, threads)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -128,8 +128,16 @@ def test_a_damaged_store_index_or_split_is_named_with_the_command_that_remakes_i
     split = tmp_path / "split.csv"
     split.write_text("id,subset\n" + "".join(f"{i},{s}\n" for i, s in zip(ids, ["train"] * 4 + ["val", "test"])))
     assert len(read_split(split, index)) == 6
-    split.write_text(split.read_text()[:-3])  # cut inside the last row's subset
+    whole = split.read_text()
+    split.write_text(whole[:-3])  # cut inside the last row's subset
     with pytest.raises(SplitError, match=f"{split}: unknown subset.*--forcerun split"):
+        read_split(split, index)
+    split.write_text(whole)
+    (tmp_path / "split_summary.csv").write_text("subset,images\ntrain,4\nval,1\ntest,1\n")
+    assert len(read_split(split, index)) == 6
+    split.write_text(whole[: whole.rindex("f5,")])  # cut exactly at a line end: one test film fewer
+    counts = "lists train 4, val 1, test 0 images, but .*split_summary.csv.* counts train 4, val 1, test 1"
+    with pytest.raises(SplitError, match=f"{split} {counts}.*--forcerun split"):
         read_split(split, index)
 
 

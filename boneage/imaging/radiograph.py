@@ -39,6 +39,11 @@ class Settings:
     hand_check: bool = True
     region: str = "hand"  # hand | wrist | fingers: the part of the hand box kept (boneage.imaging.crop.boxes.region_box)
 
+    @classmethod
+    def of(cls, made: dict) -> "Settings":
+        """The settings a stage or bundle recorded (``asdict`` of one; JSON gives lists for tuples)."""
+        return cls(**{**made, "mediapipe_renderings": tuple(made["mediapipe_renderings"])})
+
 
 def resize_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Resize keeping the aspect ratio so the long side is ``size``; returns image and (h, w)."""

@@ -79,10 +79,23 @@ def check_split(split: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.Dat
 
 
 def read_split(path: Path, index: pd.DataFrame) -> pd.DataFrame:
-    """The split stage's ``split.csv``, checked against the index (:func:`check_split`): a torn or
-    damaged copy is named with the command that writes it again, never read as fewer films."""
+    """The split stage's ``split.csv``, checked against the index (:func:`check_split`) and against
+    the images per subset that ``split_summary.csv`` beside it counts (the split stage writes both;
+    a fold's split file has none): a torn or damaged copy, also one cut exactly at a line end, is
+    named with the command that writes it again, never read as fewer films."""
     try:
-        return check_split(read_table(path, dtype={"id": str}), index, str(path))
+        split = check_split(read_table(path, dtype={"id": str}), index, str(path))
+        summary_path = Path(path).with_name("split_summary.csv")
+        if summary_path.is_file():
+            counted = read_table(summary_path).set_index("subset")["images"].to_dict()
+            listed = split["subset"].value_counts().to_dict()
+            if listed != {s: n for s, n in counted.items() if n}:
+                def per_subset(counts):
+                    return ", ".join(f"{s} {counts.get(s, 0)}" for s in SUBSETS if s in {**counted, **listed})
+
+                raise SplitError(f"split file {path} lists {per_subset(listed)} images, but {summary_path}, "
+                                 f"written with it, counts {per_subset(counted)}: the file was cut short or changed")
+        return split
     except (SplitError, TornFile) as exc:
         raise SplitError(f"{exc}; write it again: snakemake --forcerun split") from exc
 

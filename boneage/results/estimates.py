@@ -178,8 +178,7 @@ def predict_files(inputs: list[str], csv: Path | None, bundle_dir: Path, out_dir
     torch.set_num_threads(threads)
     keep_freed_memory()
     bundle = Bundle.load(bundle_dir, device)
-    settings = Settings(**{**bundle.spec["preprocess"],
-                           "mediapipe_renderings": tuple(bundle.spec["preprocess"]["mediapipe_renderings"])})
+    settings = Settings.of(bundle.spec["preprocess"])
     files = gather(inputs)
     if not files:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}")
