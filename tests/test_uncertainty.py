@@ -161,7 +161,8 @@ def test_compare_sets_runs_side_by_side_by_film_id_and_refuses_runs_of_another_s
     assert mean.loc["equal", "diff"] == pytest.approx(np.abs((a_err[test] + b_err[test]) / 2).mean()
                                                       - np.abs(best_err).mean())
     assert mean.loc["equal", "diff_high"] < 0  # errors this weakly correlated: the mean is clearly better
-    assert "## mean" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "## mean" in printed and "hold no training noise" in printed
     # a run whose test films differ (another split) is refused, not silently matched on a few films
     other = _predictions([str(20000 + k) for k in range(n)], truth, truth, subset)
     other.to_parquet(tmp_path / "other.parquet")
