@@ -13,10 +13,8 @@ films (:func:`boneage.results.combine.combine`), each with its bootstrap interva
 from the member with the lowest validation MAE (the one a user would keep alone). A diagnostic on
 files already written, not a trained recipe.
 
-The intervals resample the films, not the training: they hold no training noise. Two seeds of one
-setting differed by 0.16 months on the RSNA test films with an interval excluding 0 (docs/accuracy.md,
-"Every film to 8 bit by its own range"), so a difference between two single runs is a finding only
-when it exceeds what seeds give (``repeats``); the printed pairs table says so.
+The intervals resample the films, not the training (``SEED_NOTE``, printed under the pairs table;
+docs/accuracy.md, "Every film to 8 bit by its own range").
 
     python -m boneage.compare --run hand results/evaluate/efficientnet_lite0_sex/predictions.parquet \\
         --run wrist ../other-run/results/evaluate/efficientnet_lite0_sex/predictions.parquet --out compare/

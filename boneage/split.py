@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .files import read_table, run_main, setup_logging, write_table
-from .learning.data import SUBSETS, SplitError, check_split
+from .learning.data import SUBSETS, SplitError, check_split, summary_path
 
 log = logging.getLogger("boneage.split")
 
@@ -136,7 +136,7 @@ def run(index_path: Path, out: Path, val_fraction: float, test_fraction: float,
                             index, "stratified split")
     write_table(split, out)
     table = summary(split, index)
-    write_table(table, out.with_name("split_summary.csv"))
+    write_table(table, summary_path(out))
     log.info("split:\n%s", table.to_string(index=False))
     if folds:
         write_folds(split, out.with_name("folds.csv"), folds, seed, folds_file)

@@ -201,7 +201,6 @@ def test_two_runs_with_other_configs_in_two_folders_share_a_read_only_data_folde
     from boneage.files import sha256_file
     from boneage.imaging.demo import generate
 
-
     data = tmp_path / "shared"
     generate(data, 40, seed=4)
     before = {p: sha256_file(p) for p in data.rglob("*") if p.is_file()}

@@ -78,6 +78,11 @@ def check_split(split: pd.DataFrame, index: pd.DataFrame, source: str) -> pd.Dat
     return split
 
 
+def summary_path(split_path: Path) -> Path:
+    """``split_summary.csv`` beside a split file: the images per subset the split stage wrote with it."""
+    return Path(split_path).with_name("split_summary.csv")
+
+
 def read_split(path: Path, index: pd.DataFrame) -> pd.DataFrame:
     """The split stage's ``split.csv``, checked against the index (:func:`check_split`) and against
     the images per subset that ``split_summary.csv`` beside it counts (the split stage writes both;
@@ -85,15 +90,15 @@ def read_split(path: Path, index: pd.DataFrame) -> pd.DataFrame:
     named with the command that writes it again, never read as fewer films."""
     try:
         split = check_split(read_table(path, dtype={"id": str}), index, str(path))
-        summary_path = Path(path).with_name("split_summary.csv")
-        if summary_path.is_file():
-            counted = read_table(summary_path).set_index("subset")["images"].to_dict()
+        summary = summary_path(path)
+        if summary.is_file():
+            counted = read_table(summary).set_index("subset")["images"].to_dict()
             listed = split["subset"].value_counts().to_dict()
             if listed != {s: n for s, n in counted.items() if n}:
                 def per_subset(counts):
                     return ", ".join(f"{s} {counts.get(s, 0)}" for s in SUBSETS if s in {**counted, **listed})
 
-                raise SplitError(f"split file {path} lists {per_subset(listed)} images, but {summary_path}, "
+                raise SplitError(f"split file {path} lists {per_subset(listed)} images, but {summary}, "
                                  f"written with it, counts {per_subset(counted)}: the file was cut short or changed")
         return split
     except (SplitError, TornFile) as exc:
