@@ -4,7 +4,11 @@ project's preprocessing (read, window to 8 bit, hand check, crop, CLAHE, resize)
 its estimate as `python -m boneage.predict` gives it (the bundle's own preprocessing settings,
 test-time views and bias correction; the sex from --labels, else female for every form). Prints per
 form the largest crop-box difference (pixels of the source film), the mean absolute difference of the
-model input (grey levels), and the largest estimate difference (months) from the 8-bit PNG's.
+model input (grey levels), and the largest estimate difference (months) from the 8-bit PNG's; with a
+bundle also ``pixels_only``: the form's pixels cut with the 8-bit PNG's own box, which separates what
+a lossy form's pixels move from what its (moved) hand box moves. The row ``box_1px`` is the yardstick:
+the 8-bit PNG with one side of its own box moved by 1 px (each side, each way: 8 cuts), the largest
+change of model input and estimate over those.
 
     python bench/encodings.py --films ../shared/data/rsna-raw-sample/boneage-training-dataset [--demo N]
         [--bundle results/bundles/resnet18 --labels ../shared/data/rsna-raw-sample/boneage-training-dataset.csv]
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -26,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneage.imaging.crop import HandCropper  # noqa: E402
 from boneage.imaging.encodings import forms  # noqa: E402
-from boneage.imaging.images import ImageError  # noqa: E402
-from boneage.imaging.radiograph import Settings, process_image  # noqa: E402
+from boneage.imaging.images import ImageError, read_grey, to_uint8  # noqa: E402
+from boneage.imaging.radiograph import PLACEMENTS, Settings, process_image, render  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -36,6 +41,9 @@ def main(argv=None) -> None:
     parser.add_argument("--demo", type=int, default=0, help="also N demo films (seed 3)")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--crop-method", default=Settings.crop_method)
+    parser.add_argument("--image-size", type=int, default=Settings.image_size, help="without --bundle")
+    parser.add_argument("--placement", default=None, choices=PLACEMENTS,
+                        help="how the box goes onto the square (default: the bundle's, else rounded)")
     parser.add_argument("--bundle", default=None, help="a bundle: also each form's estimate, with its preprocessing")
     parser.add_argument("--labels", default=None, help="id,male (the Kaggle CSV): the films' sex for the estimates")
     parser.add_argument("--threads", type=int, default=2)
@@ -50,14 +58,16 @@ def main(argv=None) -> None:
         films += sorted((work / "demo").rglob("*.png"))
     if args.limit:
         films = films[: args.limit]
-    settings = Settings(crop_method=args.crop_method)
+    settings = Settings(image_size=args.image_size, crop_method=args.crop_method)
     if args.bundle:
         from boneage.results.bundle import Bundle
 
         settings = Settings.of(Bundle.load(args.bundle).spec["preprocess"])
+    if args.placement:
+        settings = replace(settings, placement=args.placement)
     cropper = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
                           settings.mediapipe_renderings)
-    rows, written = [], {}
+    rows, written, same_box, moved = [], {}, {}, {}
     for film_path in films:
         film = cv2.imread(str(film_path), cv2.IMREAD_GRAYSCALE)
         ref = None
@@ -78,14 +88,22 @@ def main(argv=None) -> None:
             if ref is not None:
                 row["box_diff_px"] = int(np.abs(box - ref[0]).max())
                 row["input_mad"] = float(np.abs(out.astype(float) - ref[1]).mean()) if out.shape == ref[1].shape else np.nan
+                same_box[film_path.name, name] = render(to_uint8(read_grey(path, data)), tuple(ref[0]), settings)[0]
             rows.append(row)
-        print(film_path.name, *(f"{r['form']}:{r.get('box_diff_px', 'x')}" for r in rows[-7:]), flush=True)
+        if ref is not None:
+            rows.append(box_moves(film_path.name, to_uint8(film), ref, settings, moved))
+        print(film_path.name, *(f"{r['form']}:{r.get('box_diff_px', 'x')}" for r in rows[-8:]), flush=True)
     cropper.close()  # MediaPipe's graph, before the interpreter's exit tears down what closing it needs
     table = pd.DataFrame(rows)
     if args.bundle:
         table = table.merge(estimates(written, work / "predict", args), on=["film", "form"], how="left")
-        table["estimate_diff"] = table["estimate"] - table["film"].map(
-            table[table["form"] == "png8"].set_index("film")["estimate"])
+        reference = table["film"].map(table[table["form"] == "png8"].set_index("film")["estimate"])
+        table["estimate_diff"] = table["estimate"] - reference
+        found = bundle_estimates({**same_box, **moved}, args)
+        table["pixels_only"] = np.array([found.get(k, np.nan) for k in zip(table["film"], table["form"])]) - reference
+        shifted = table["form"] == "box_1px"
+        table.loc[shifted, "estimate_diff"] = [max((found[k] - ref for k in moved if k[0] == film), key=abs)
+                                               for film, ref in zip(table.loc[shifted, "film"], reference[shifted])]
     if args.out:
         table.drop(columns=["box"], errors="ignore").to_csv(args.out, index=False)
     agg = {"films": ("film", "size"), "box_diff_px_max": ("box_diff_px", "max"),
@@ -94,18 +112,53 @@ def main(argv=None) -> None:
         agg["refused"] = ("refused", "count")
     if args.bundle:
         table["abs_estimate_diff"] = table["estimate_diff"].abs()
+        table["abs_pixels_only"] = table["pixels_only"].abs()
         agg["estimate_diff_max"] = ("abs_estimate_diff", "max")
+        agg["estimate_diff_median"] = ("abs_estimate_diff", "median")
+        agg["pixels_only_max"] = ("abs_pixels_only", "max")
     print(table.groupby("form", sort=False).agg(**agg).round(2).to_string())
+
+
+def sexes(args) -> dict[str, float]:
+    """Film id -> male (1.0 / 0.0) from --labels; empty without it (every film then a girl)."""
+    if not args.labels:
+        return {}
+    labels = pd.read_csv(args.labels, dtype={"id": str})
+    return dict(zip(labels["id"], labels["male"].astype(float)))
+
+
+def box_moves(film: str, img: np.ndarray, ref: tuple, settings: Settings, moved: dict) -> dict:
+    """The row ``box_1px`` of ``film`` (8-bit pixels ``img``, reference box and model input ``ref``):
+    each of the 8 cuts with one side of the box moved by 1 px goes into ``moved`` under (film, k)."""
+    box, out = ref
+    h, w = img.shape
+    mad = 0.0
+    for k, (side, step) in enumerate((side, step) for side in range(4) for step in (-1, 1)):
+        cut = box.copy()
+        cut[side] = np.clip(cut[side] + step, 0, w if side % 2 == 0 else h)
+        moved[film, k] = render(img, tuple(int(v) for v in cut), settings)[0]
+        mad = max(mad, float(np.abs(moved[film, k].astype(float) - out).mean()))
+    return {"film": film, "form": "box_1px", "box_diff_px": 1, "input_mad": mad}
+
+
+def bundle_estimates(images: dict[tuple, np.ndarray], args) -> dict[tuple, float]:
+    """The bundle's estimate for each model input in ``images`` (key: (film, ...)), as predict would
+    give it for that input: test-time views, bias correction, the film's sex from --labels."""
+    import torch
+
+    from boneage.results.bundle import Bundle
+
+    bundle, sex = Bundle.load(args.bundle), sexes(args)
+    keys = list(images)
+    male = torch.tensor([sex.get(Path(key[0]).stem, 0.0) for key in keys], dtype=torch.float32)
+    return dict(zip(keys, bundle.predict(torch.from_numpy(np.stack([images[k] for k in keys])[:, None]), male)))
 
 
 def estimates(written: dict[Path, tuple[str, str]], out_dir: Path, args) -> pd.DataFrame:
     """Each written form's estimate through boneage.predict's path: film, form, estimate."""
     from boneage.results.estimates import predict_files
 
-    sex = {}
-    if args.labels:
-        labels = pd.read_csv(args.labels, dtype={"id": str})
-        sex = dict(zip(labels["id"], labels["male"].astype(float)))
+    sex = sexes(args)
     out_dir.mkdir()
     csv = out_dir / "sex.csv"
     pd.DataFrame({"id": [p.stem for p in written],

@@ -5,6 +5,8 @@ the same preprocessed pixels, so every model gives it the same estimate. Demo fi
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from boneage.imaging.crop import HandCropper
 from boneage.imaging.demo import render
 from boneage.imaging.encodings import forms
 from boneage.imaging.radiograph import Settings, process_image
+from boneage.imaging.radiograph import render as render_input
 
 from .conftest import RAW_SAMPLE
 
@@ -55,3 +58,41 @@ def test_every_lossless_encoding_of_a_film_gives_the_same_crop_and_model_input(t
                 assert np.array_equal(out, reference[1]), where
     finally:
         cropper.close()
+
+
+def test_exact_placement_follows_the_hand_box_where_rounded_jumps():
+    # Film 1378 (18 months): with placement rounded, a box 1 px wider makes the resized hand 81 px wide
+    # instead of 80, which moves the image by a pixel and changes CLAHE's tiles: 6.2 grey levels on
+    # average, and the CPU recipe's estimate by 21.6 months (docs/bad_inputs.md). Exact placement
+    # scales and centres by the box itself: every 1 px move changes the input by under 2.5 levels.
+    path = RAW_SAMPLE / "boneage-training-dataset" / "1378.png"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    film = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    with HandCropper("classical") as cropper:
+        box = np.array(cropper(film).box)
+    largest = {}
+    for placement in ("rounded", "exact"):
+        settings = Settings(image_size=144, placement=placement)
+        reference = render_input(film, tuple(box), settings)[0].astype(float)
+        moves = []
+        for side in range(4):
+            for step in (-1, 1):
+                moved = box.copy()
+                moved[side] += step
+                moves.append(np.abs(render_input(film, tuple(moved), settings)[0] - reference).mean())
+        largest[placement] = max(moves)
+    assert largest["exact"] < 2.5 < largest["rounded"], largest
+    # outside the box all is black, as with rounded: the box is taller than wide, so its sides fall
+    # inside the square, at 72 -+ half its scaled width
+    out = render_input(film, tuple(box), Settings(image_size=144, placement="exact"))[0]
+    half = 144 / (box[3] - box[1]) * (box[2] - box[0]) / 2
+    assert not out[:, : int(72 - half)].any() and not out[:, int(np.ceil(72 + half)):].any()
+    assert out[:, int(72 - half) + 2: int(72 + half) - 2].mean() > 20
+
+
+def test_settings_recorded_before_placement_existed_are_the_rounded_placement():
+    recorded = {k: v for k, v in dataclasses.asdict(Settings(placement="exact")).items() if k != "placement"}
+    assert Settings.of(recorded).placement == "rounded"
+    with pytest.raises(ValueError, match="placement 'nearest' unknown"):
+        render_input(np.zeros((50, 40), np.uint8), (0, 0, 40, 50), Settings(placement="nearest"))

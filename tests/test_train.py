@@ -23,6 +23,7 @@ from boneage.config import variant_spec
 from boneage.imaging import demo
 from boneage.learning.batches import load_subset
 from boneage.learning.checkpoint import CheckpointError
+from boneage.learning.data import Augment, augment
 from boneage.learning.inference import autocast, channels_last, load_model, predict
 from boneage.learning.models import build_model
 from boneage.learning.spec import TrainSpec
@@ -320,6 +321,17 @@ def test_predictions_do_not_depend_on_the_inference_batch_size():
         whole = predict(model, images, male, 48, 120.0, 40.0, cpu, batch_size=128, tta=tta)
         assert default.shape == (37,)
         np.testing.assert_allclose(default, whole, rtol=0, atol=1e-4)
+
+
+def test_noise_augmentation_adds_pixel_noise_up_to_the_sd_asked_and_none_by_default():
+    flat = torch.full((256, 1, 16, 16), 128, dtype=torch.uint8)
+    still = dict(rotate_deg=0, scale_min=1, scale_max=1, translate=0, brightness=0, contrast=0, gamma=0)
+    plain = augment(flat.clone(), 16, Augment(**still), torch.Generator().manual_seed(0))
+    assert torch.allclose(plain, torch.full_like(plain, 128 / 255), atol=1e-6)  # the default adds no noise
+    noisy = augment(flat.clone(), 16, Augment(**still, noise=0.04), torch.Generator().manual_seed(0))
+    sd = (noisy - plain).flatten(1).std(dim=1)  # each image's own noise SD, drawn uniformly in [0, 0.04]
+    assert sd.min() < 0.01 and 0.03 < sd.max() < 0.048
+    assert abs(float(sd.mean()) - 0.02) < 0.004
 
 
 def test_recalibrated_batchnorm_holds_the_statistics_of_the_unaugmented_training_images(data):

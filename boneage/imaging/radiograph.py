@@ -38,11 +38,13 @@ class Settings:
     mediapipe_renderings: tuple[str, ...] = RENDERINGS
     hand_check: bool = True
     region: str = "hand"  # hand | wrist | fingers: the part of the hand box kept (boneage.imaging.crop.boxes.region_box)
+    placement: str = "rounded"  # rounded | exact: how the box goes onto the square (render)
 
     @classmethod
     def of(cls, made: dict) -> "Settings":
         """The settings a stage or bundle recorded (``asdict`` of one; JSON gives lists for tuples)."""
-        return cls(**{**made, "mediapipe_renderings": tuple(made["mediapipe_renderings"])})
+        # a bundle or summary from before ``placement`` existed was made with the rounded one
+        return cls(**{"placement": "rounded", **made, "mediapipe_renderings": tuple(made["mediapipe_renderings"])})
 
 
 def resize_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -61,11 +63,20 @@ def pad_square(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.copyMakeBorder(img, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT, value=0)
 
 
+PLACEMENTS = ("rounded", "exact")
+
+
 def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> tuple[np.ndarray, int]:
     """The model input of an 8-bit film ``img`` whose hand box is ``box``: the part ``settings.region``
     names -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square. Returns the
     image and the markers painted out; adds seconds per step to ``t``. The preprocess stage and the
-    views stage (other parts of the same hand boxes) both make their images here."""
+    views stage (other parts of the same hand boxes) both make their images here.
+
+    ``settings.placement``: ``rounded`` resizes the cut to whole pixels, applies CLAHE to that and
+    centres it by whole pixels; a box 1 px wider can then make the resized side a pixel longer, which
+    shifts the image by a pixel and changes CLAHE's tiles (OpenCV pads a side to a multiple of the
+    tile grid), and an estimate can move by months. ``exact`` (:func:`place_exact`) keeps the model
+    input continuous in the box."""
     t = {} if t is None else t
     t0 = time.perf_counter()
     rx0, ry0, rx1, ry1 = region_box(box, settings.region, img.shape[1], img.shape[0])
@@ -74,15 +85,55 @@ def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> t
     if settings.remove_markers:
         cut, markers = remove_markers(cut)
     t["crop"] = t.get("crop", 0.0) + time.perf_counter() - t0
+    clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip_limit,
+                            tileGridSize=(settings.clahe_tile_grid, settings.clahe_tile_grid))
+    if settings.placement == "exact":
+        return place_exact(img, cut, (rx0, ry0, rx1, ry1), settings.image_size, clahe, t), markers
+    if settings.placement != "rounded":
+        raise ValueError(f"placement {settings.placement!r} unknown; use one of {PLACEMENTS}")
     t0 = time.perf_counter()
     small, _ = resize_pad(cut, settings.image_size)
     t["resize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip_limit,
-                            tileGridSize=(settings.clahe_tile_grid, settings.clahe_tile_grid))
     out = pad_square(clahe.apply(small), settings.image_size)
     t["clahe"] = time.perf_counter() - t0
     return out, markers
+
+
+def place_exact(img: np.ndarray, cut: np.ndarray, box, size: int, clahe, t: dict) -> np.ndarray:
+    """The box ``box`` of ``img`` (its pixels ``cut``, markers painted out) on a ``size`` square by the
+    box's exact scale and centre, not rounded to whole pixels: the film is scaled (the whole film by
+    area averaging where the box is larger than the square; only the film around the box, cubic,
+    where it is smaller, so that a small box on a large film cannot take memory), shifted so that the
+    box's centre is the square's, CLAHE runs on the full square with the film around the box as
+    context (its tiles then never depend on the box), and all outside the box is set to 0, edge
+    pixels by the share of them the box covers."""
+    t0 = time.perf_counter()
+    x0, y0, x1, y1 = box
+    film = img.copy()
+    film[y0:y1, x0:x1] = cut
+    scale = size / max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if scale >= 1:  # a box smaller than the square: enlarge only the film around it, never the whole film
+        reach = max(x1 - x0, y1 - y0) / 2 + 2
+        wx0, wy0 = max(0, int(np.floor(cx - reach))), max(0, int(np.floor(cy - reach)))
+        film = film[wy0:int(np.ceil(cy + reach)), wx0:int(np.ceil(cx + reach))]
+        cx, cy = cx - wx0, cy - wy0
+    scaled = cv2.resize(film, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    shift = np.float32([[1, 0, size / 2 - scale * cx], [0, 1, size / 2 - scale * cy]])
+    square = cv2.warpAffine(scaled, shift, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    t["resize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    edges = np.arange(size, dtype=np.float64)
+
+    def covered(extent: float) -> np.ndarray:  # share of each pixel inside the centred extent
+        lo, hi = size / 2 - extent / 2, size / 2 + extent / 2
+        return np.clip(np.minimum(edges + 1, hi) - np.maximum(edges, lo), 0, 1)
+
+    inside = np.outer(covered(scale * (y1 - y0)), covered(scale * (x1 - x0)))
+    out = np.rint(clahe.apply(square) * inside).astype(np.uint8)
+    t["clahe"] = time.perf_counter() - t0
+    return out
 
 
 def process_image(path: Path, settings: Settings, cropper: HandCropper) -> tuple[np.ndarray, dict, dict]:

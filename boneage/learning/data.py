@@ -32,6 +32,7 @@ class Augment:
     brightness: float = 0.08  # additive, in [0, 1] intensity units
     contrast: float = 0.15  # log-uniform factor range
     gamma: float = 0.15  # log-uniform exponent range
+    noise: float = 0.0  # largest SD of per-pixel Gaussian noise, [0, 1] intensity units; 0 = none
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Augment":
@@ -177,7 +178,11 @@ def augment(batch_u8: torch.Tensor, size: int, aug: Augment, generator: torch.Ge
     contrast = torch.exp(uniform(-aug.contrast, aug.contrast)).view(n, 1, 1, 1)
     bright = uniform(-aug.brightness, aug.brightness).view(n, 1, 1, 1)
     x = x.clamp_(1e-6, 1).pow_(gamma)
-    return ((x - 0.5) * contrast + 0.5 + bright).clamp_(0, 1)
+    x = (x - 0.5) * contrast + 0.5 + bright
+    if aug.noise:  # drawn only when asked for, so that runs without it keep their random stream
+        sd = uniform(0, aug.noise).view(n, 1, 1, 1)
+        x = x + torch.randn(x.shape, device=dev, generator=generator) * sd
+    return x.clamp_(0, 1)
 
 
 def tta_views(batch_u8: torch.Tensor, size: int, hflip: bool) -> list[torch.Tensor]:
