@@ -58,11 +58,12 @@ def main(argv=None) -> None:
         films += sorted((work / "demo").rglob("*.png"))
     if args.limit:
         films = films[: args.limit]
-    settings = Settings(image_size=args.image_size, crop_method=args.crop_method)
+    settings, bundle, sex = Settings(image_size=args.image_size, crop_method=args.crop_method), None, sexes(args)
     if args.bundle:
         from boneage.results.bundle import Bundle
 
-        settings = Settings.of(Bundle.load(args.bundle).spec["preprocess"])
+        bundle = Bundle.load(args.bundle)
+        settings = Settings.of(bundle.spec["preprocess"])
     if args.placement:
         settings = replace(settings, placement=args.placement)
     cropper = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
@@ -95,11 +96,11 @@ def main(argv=None) -> None:
         print(film_path.name, *(f"{r['form']}:{r.get('box_diff_px', 'x')}" for r in rows[-8:]), flush=True)
     cropper.close()  # MediaPipe's graph, before the interpreter's exit tears down what closing it needs
     table = pd.DataFrame(rows)
-    if args.bundle:
-        table = table.merge(estimates(written, work / "predict", args), on=["film", "form"], how="left")
+    if bundle is not None:
+        table = table.merge(estimates(written, work / "predict", args, sex), on=["film", "form"], how="left")
         reference = table["film"].map(table[table["form"] == "png8"].set_index("film")["estimate"])
         table["estimate_diff"] = table["estimate"] - reference
-        found = bundle_estimates({**same_box, **moved}, args)
+        found = bundle_estimates({**same_box, **moved}, bundle, sex)
         table["pixels_only"] = np.array([found.get(k, np.nan) for k in zip(table["film"], table["form"])]) - reference
         shifted = table["form"] == "box_1px"
         table.loc[shifted, "estimate_diff"] = [max((found[k] - ref for k in moved if k[0] == film), key=abs)
@@ -110,7 +111,7 @@ def main(argv=None) -> None:
            "input_mad_max": ("input_mad", "max")}
     if "refused" in table:
         agg["refused"] = ("refused", "count")
-    if args.bundle:
+    if bundle is not None:
         table["abs_estimate_diff"] = table["estimate_diff"].abs()
         table["abs_pixels_only"] = table["pixels_only"].abs()
         agg["estimate_diff_max"] = ("abs_estimate_diff", "max")
@@ -141,24 +142,21 @@ def box_moves(film: str, img: np.ndarray, ref: tuple, settings: Settings, moved:
     return {"film": film, "form": "box_1px", "box_diff_px": 1, "input_mad": mad}
 
 
-def bundle_estimates(images: dict[tuple, np.ndarray], args) -> dict[tuple, float]:
+def bundle_estimates(images: dict[tuple, np.ndarray], bundle, sex: dict[str, float]) -> dict[tuple, float]:
     """The bundle's estimate for each model input in ``images`` (key: (film, ...)), as predict would
-    give it for that input: test-time views, bias correction, the film's sex from --labels."""
+    give it for that input: test-time views, bias correction, the film's sex from ``sex``."""
     import torch
 
-    from boneage.results.bundle import Bundle
-
-    bundle, sex = Bundle.load(args.bundle), sexes(args)
     keys = list(images)
     male = torch.tensor([sex.get(Path(key[0]).stem, 0.0) for key in keys], dtype=torch.float32)
     return dict(zip(keys, bundle.predict(torch.from_numpy(np.stack([images[k] for k in keys])[:, None]), male)))
 
 
-def estimates(written: dict[Path, tuple[str, str]], out_dir: Path, args) -> pd.DataFrame:
-    """Each written form's estimate through boneage.predict's path: film, form, estimate."""
+def estimates(written: dict[Path, tuple[str, str]], out_dir: Path, args, sex: dict[str, float]) -> pd.DataFrame:
+    """Each written form's estimate through boneage.predict's path (which loads the bundle itself):
+    film, form, estimate."""
     from boneage.results.estimates import predict_files
 
-    sex = sexes(args)
     out_dir.mkdir()
     csv = out_dir / "sex.csv"
     pd.DataFrame({"id": [p.stem for p in written],
