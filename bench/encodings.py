@@ -8,7 +8,8 @@ model input (grey levels), and the largest estimate difference (months) from the
 bundle also ``pixels_only``: the form's pixels cut with the 8-bit PNG's own box, which separates what
 a lossy form's pixels move from what its (moved) hand box moves. The row ``box_1px`` is the yardstick:
 the 8-bit PNG with one side of its own box moved by 1 px (each side, each way: 8 cuts), the largest
-change of model input and estimate over those.
+change of model input and estimate over those. A bundle with box views (its ``box_shift``) gives
+each of these cuts the mean over its 9 boxes, as predict does (``--box-shift`` overrides it).
 
     python bench/encodings.py --films ../shared/data/rsna-raw-sample/boneage-training-dataset [--demo N]
         [--bundle results/bundles/resnet18 --labels ../shared/data/rsna-raw-sample/boneage-training-dataset.csv]
@@ -29,10 +30,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.imaging.crop import HandCropper  # noqa: E402
 from boneage.imaging.encodings import forms  # noqa: E402
 from boneage.imaging.images import ImageError, read_grey, to_uint8  # noqa: E402
-from boneage.imaging.radiograph import PLACEMENTS, Settings, process_image, render  # noqa: E402
+from boneage.imaging.radiograph import PLACEMENTS, Settings, process_image, render_boxes  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -45,6 +45,8 @@ def main(argv=None) -> None:
     parser.add_argument("--placement", default=None, choices=PLACEMENTS,
                         help="how the box goes onto the square (default: the bundle's, else rounded)")
     parser.add_argument("--bundle", default=None, help="a bundle: also each form's estimate, with its preprocessing")
+    parser.add_argument("--box-shift", type=float, default=None,
+                        help="box views of the estimates (default: the bundle's; 0 = the box alone)")
     parser.add_argument("--labels", default=None, help="id,male (the Kaggle CSV): the films' sex for the estimates")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="per film and form, as CSV")
@@ -66,8 +68,11 @@ def main(argv=None) -> None:
         settings = Settings.of(bundle.spec["preprocess"])
     if args.placement:
         settings = replace(settings, placement=args.placement)
-    cropper = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
-                          settings.mediapipe_renderings)
+    shift = args.box_shift if args.box_shift is not None else bundle.box_shift if bundle else 0.0
+    if bundle is not None and shift != bundle.box_shift:  # a copy of the bundle whose bundle.json says so
+        args.bundle = str(with_box_shift(Path(args.bundle), shift, work / "bundle"))
+        bundle = Bundle.load(args.bundle)
+    cropper = settings.cropper()
     rows, written, same_box, moved = [], {}, {}, {}
     for film_path in films:
         film = cv2.imread(str(film_path), cv2.IMREAD_GRAYSCALE)
@@ -89,10 +94,10 @@ def main(argv=None) -> None:
             if ref is not None:
                 row["box_diff_px"] = int(np.abs(box - ref[0]).max())
                 row["input_mad"] = float(np.abs(out.astype(float) - ref[1]).mean()) if out.shape == ref[1].shape else np.nan
-                same_box[film_path.name, name] = render(to_uint8(read_grey(path, data)), tuple(ref[0]), settings)[0]
+                same_box[film_path.name, name] = render_boxes(to_uint8(read_grey(path, data)), ref[0], settings, shift)
             rows.append(row)
         if ref is not None:
-            rows.append(box_moves(film_path.name, to_uint8(film), ref, settings, moved))
+            rows.append(box_moves(film_path.name, to_uint8(film), ref, settings, shift, moved))
         print(film_path.name, *(f"{r['form']}:{r.get('box_diff_px', 'x')}" for r in rows[-8:]), flush=True)
     cropper.close()  # MediaPipe's graph, before the interpreter's exit tears down what closing it needs
     table = pd.DataFrame(rows)
@@ -120,6 +125,18 @@ def main(argv=None) -> None:
     print(table.groupby("form", sort=False).agg(**agg).round(2).to_string())
 
 
+def with_box_shift(bundle: Path, shift: float, out: Path) -> Path:
+    """A copy of the bundle folder ``bundle`` in ``out`` with box views ``shift`` (its bundle.json's
+    ``box_shift``; the weights as they are)."""
+    import shutil
+
+    from boneage.files import read_json, write_json
+
+    shutil.copytree(bundle, out)
+    write_json(out / "bundle.json", {**read_json(out / "bundle.json"), "box_shift": shift})
+    return out
+
+
 def sexes(args) -> dict[str, float]:
     """Film id -> male (1.0 / 0.0) from --labels; empty without it (every film then a girl)."""
     if not args.labels:
@@ -128,17 +145,18 @@ def sexes(args) -> dict[str, float]:
     return dict(zip(labels["id"], labels["male"].astype(float)))
 
 
-def box_moves(film: str, img: np.ndarray, ref: tuple, settings: Settings, moved: dict) -> dict:
+def box_moves(film: str, img: np.ndarray, ref: tuple, settings: Settings, shift: float, moved: dict) -> dict:
     """The row ``box_1px`` of ``film`` (8-bit pixels ``img``, reference box and model input ``ref``):
-    each of the 8 cuts with one side of the box moved by 1 px goes into ``moved`` under (film, k)."""
+    each of the 8 cuts with one side of the box moved by 1 px (its box views with ``shift``) goes
+    into ``moved`` under (film, k)."""
     box, out = ref
     h, w = img.shape
     mad = 0.0
     for k, (side, step) in enumerate((side, step) for side in range(4) for step in (-1, 1)):
         cut = box.copy()
         cut[side] = np.clip(cut[side] + step, 0, w if side % 2 == 0 else h)
-        moved[film, k] = render(img, tuple(int(v) for v in cut), settings)[0]
-        mad = max(mad, float(np.abs(moved[film, k].astype(float) - out).mean()))
+        moved[film, k] = render_boxes(img, cut, settings, shift)
+        mad = max(mad, float(np.abs(moved[film, k][0].astype(float) - out).mean()))
     return {"film": film, "form": "box_1px", "box_diff_px": 1, "input_mad": mad}
 
 
@@ -149,7 +167,7 @@ def bundle_estimates(images: dict[tuple, np.ndarray], bundle, sex: dict[str, flo
 
     keys = list(images)
     male = torch.tensor([sex.get(Path(key[0]).stem, 0.0) for key in keys], dtype=torch.float32)
-    return dict(zip(keys, bundle.predict(torch.from_numpy(np.stack([images[k] for k in keys])[:, None]), male)))
+    return dict(zip(keys, bundle.predict(torch.from_numpy(np.stack([images[k] for k in keys])), male)))
 
 
 def estimates(written: dict[Path, tuple[str, str]], out_dir: Path, args, sex: dict[str, float]) -> pd.DataFrame:

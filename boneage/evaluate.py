@@ -1,6 +1,9 @@
 """Stage 5, evaluate: predictions of one variant on the validation and test splits, and metrics.
 
-Options: test-time augmentation (mean over a few deterministic views) and a linear bias correction
+Options: test-time augmentation (mean over a few deterministic views), box views (each estimate the
+mean over the hand box and 8 copies moved by ``box_shift`` of its long side, every one cut and made
+from the source film as preprocess made the film's image: :func:`boneage.imaging.radiograph.moved_boxes`;
+an estimate then no longer jumps when the box found moves by a pixel) and a linear bias correction
 fitted on the validation split (``true ~ a * pred + b``) and applied to both splits, against the
 regression toward the mean that every regressor shows at the age extremes.
 
@@ -31,6 +34,7 @@ import torch
 
 from .files import (keep_freed_memory, read_json, read_table, run_main, setup_logging, sha256_file, usable_threads,
                     write_json, write_table)
+from .imaging.radiograph import Settings as Preprocessing, view_tensor
 from .learning.data import load_images, read_split, subset_table
 from .learning.inference import load_model, model_meta, predict, resolve_device
 from .learning.store import RESIDENT, hold, open_rows, subset
@@ -59,13 +63,15 @@ class Settings:
     interval_level: float
     bootstrap: Bootstrap = Bootstrap()
     retakes: Retakes = Retakes()
+    box_shift: float = 0.0  # box views: 0 = the box found alone
 
 
 def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: Path, metrics_path: Path,
         settings: Settings, device_name: str = "auto", threads: int = 1, store: Path | None = None,
-        resident: str = "auto") -> dict:
+        resident: str = "auto", preprocess_summary: Path | None = None) -> dict:
     """Predict the validation and test splits, correct, add intervals, score; writes the predictions
-    (parquet) and metrics (JSON) and returns the metrics."""
+    (parquet) and metrics (JSON) and returns the metrics. Box views (``settings.box_shift``) are cut
+    from the films ``index`` lists with the settings of ``preprocess_summary`` (the model's images')."""
     device = resolve_device(device_name)
     torch.set_num_threads(usable_threads(threads))
     keep_freed_memory()
@@ -74,7 +80,14 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     index = read_table(index_path, "snakemake --forcerun preprocess")
     split = read_split(split_path, index)
     rows = subset_table(index, split)
-    if store is None:
+    if settings.box_shift > 0:
+        if preprocess_summary is None:
+            raise ValueError("box views (--box-shift) need the model's --preprocess-summary (its settings)")
+        made = Preprocessing.of(read_json(preprocess_summary)["settings"])
+        log.info("box views: each film's %s box and 8 moved by %.4f of its long side, from the source films",
+                 made.region, settings.box_shift)
+        images = view_tensor(rows, made, usable_threads(threads), settings.box_shift)
+    elif store is None:
         images = load_images(rows, index_path.parent, threads)
     else:
         images, _ = hold(open_rows(store, index, rows), resident, device)  # predict moves each batch
@@ -87,7 +100,8 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     if settings.tta:
         pred["pred_tta"] = predict(*args, tta=True, hflip=hflip)
         column = "pred_tta"
-    extra = {"variant": meta["variant"], "tta": settings.tta, "bias_correction": None}
+    extra = {"variant": meta["variant"], "tta": settings.tta, "box_shift": settings.box_shift,
+             "bias_correction": None}
     if settings.bias_correction:
         pred["pred"], extra["bias_correction"] = apply_bias_correction(pred, column)
     else:
@@ -124,7 +138,7 @@ def write_card(card_path: Path, model_path: Path, metrics: dict, index_path: Pat
     card = model_card(
         meta["variant"], meta, read_json(preprocess_json), read_json(dataset_json),
         sha256_file(split_path), sha256_file(index_path),
-        {k: metrics[k] for k in ("val", "test", "tta", "bias_correction", "interval") if k in metrics},
+        {k: metrics[k] for k in ("val", "test", "tta", "box_shift", "bias_correction", "interval") if k in metrics},
         read_json(train_summary))
     write_json(card_path, card)
 
@@ -146,6 +160,9 @@ def main(argv=None) -> None:
                         metavar=("ADOLESCENT", "ADULT"), help="stage boundaries in months")
     parser.add_argument("--interval-level", type=float, required=True,
                         help="coverage of the conformal prediction interval fitted on validation")
+    parser.add_argument("--box-shift", type=float, default=0.0,
+                        help="box views: each estimate the mean over the hand box and 8 copies moved by this share "
+                             "of its long side (at least 1 px); 0 = the box alone (default)")
     Bootstrap.add_arguments(parser)
     Retakes.add_arguments(parser)
     parser.add_argument("--store", default=None, help="the image store (images.u8 of preprocess); default: read the PNGs")
@@ -156,10 +173,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     try:
+        if not 0 <= args.box_shift <= 0.05:
+            raise ValueError(f"--box-shift {args.box_shift}: must be 0 (off) to 0.05 of the box's long side")
         settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level,
-                            Bootstrap.from_args(args), Retakes.from_args(args))
+                            Bootstrap.from_args(args), Retakes.from_args(args), args.box_shift)
         metrics = run(Path(args.model), Path(args.index), Path(args.split), Path(args.predictions), Path(args.metrics),
-                      settings, args.device, args.threads, Path(args.store) if args.store else None, args.resident)
+                      settings, args.device, args.threads, Path(args.store) if args.store else None, args.resident,
+                      Path(args.preprocess_summary))
         write_card(Path(args.model_card), Path(args.model), metrics, Path(args.index), Path(args.split),
                    Path(args.dataset), Path(args.preprocess_summary), Path(args.train_summary))
     except (FileNotFoundError, RuntimeError, ValueError) as exc:

@@ -47,7 +47,7 @@ def run(preprocess_dir: Path, region: str, out_dir: Path, threads: int = 1, cont
     log.info("%s view of %d films (%s) with %d processes", region, len(index), preprocess_dir, threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    meta = write_images(index["id"], view_images(index, settings, threads), out_dir / "images.u8")
+    meta = write_images(index["id"], (one[0] for one in view_images(index, settings, threads)), out_dir / "images.u8")
     wall = time.perf_counter() - t0
     summary = {"settings": asdict(settings), "images_written": meta["n"], "from": str(preprocess_dir),
                "timing": {"images": meta["n"], "threads": threads, "wall_s": round(wall, 3),

@@ -37,8 +37,7 @@ def test_every_lossless_encoding_of_a_film_gives_the_same_crop_and_model_input(t
     if not RAW:
         pytest.skip(f"no raw films in {RAW_SAMPLE}")
     settings = Settings(crop_method=crop_method)
-    cropper = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
-                          settings.mediapipe_renderings)
+    cropper = settings.cropper()
     try:
         for film_name, film in _films():
             reference = None
@@ -96,3 +95,35 @@ def test_settings_recorded_before_placement_existed_are_the_rounded_placement():
     assert Settings.of(recorded).placement == "rounded"
     with pytest.raises(ValueError, match="placement 'nearest' unknown"):
         render_input(np.zeros((50, 40), np.uint8), (0, 0, 40, 50), Settings(placement="nearest"))
+
+
+def test_box_views_are_the_found_box_and_eight_moved_by_a_share_of_its_long_side(tmp_path):
+    import pandas as pd
+
+    from boneage.imaging.images import to_uint8
+    from boneage.imaging.radiograph import moved_boxes, render_boxes, view_tensor
+
+    assert moved_boxes((100, 50, 900, 850), 0.0, 1000, 900) == [(100, 50, 900, 850)]
+    boxes = moved_boxes((100, 50, 900, 850), 0.004, 1000, 900)  # long side 800 px: moved by 3.2 -> 3 px
+    assert boxes[0] == (100, 50, 900, 850) and len(set(boxes)) == 9
+    assert {(b[0] - 100, b[1] - 50) for b in boxes} == {(dx, dy) for dx in (-3, 0, 3) for dy in (-3, 0, 3)}
+    assert all(b[2] - b[0] == 800 and b[3] - b[1] == 800 for b in boxes)
+    edge = moved_boxes((0, 0, 100, 80), 0.001, 100, 80)  # the whole film: at least 1 px, kept on the film
+    assert (0, 0, 99, 79) in edge and (1, 1, 100, 80) in edge
+    assert all(0 <= b[0] < b[2] <= 100 and 0 <= b[1] < b[3] <= 80 for b in edge)
+
+    # the first view is the model input preprocess makes; cut from the source film the index records
+    name, film = next(_films())
+    path = tmp_path / f"{name}.png"
+    cv2.imwrite(str(path), film)
+    settings = Settings(image_size=64, crop_method="classical")
+    with HandCropper("classical") as cropper:
+        made, fields, _ = process_image(path, settings, cropper)
+    box = tuple(fields[f"crop_{k}"] for k in ("x0", "y0", "x1", "y1"))
+    views = render_boxes(to_uint8(film), box, settings, 0.01)  # as preprocess: the film by its own range
+    assert views.shape == (9, 64, 64) and np.array_equal(views[0], made)
+    assert all(not np.array_equal(view, made) for view in views[1:])
+    index = pd.DataFrame([fields])
+    for shift, count in ((0.0, 1), (0.01, 9)):
+        tensor = view_tensor(index, settings, shift=shift)
+        assert tuple(tensor.shape) == (1, count, 64, 64) and np.array_equal(tensor[0, 0].numpy(), made)

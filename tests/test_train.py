@@ -323,6 +323,24 @@ def test_predictions_do_not_depend_on_the_inference_batch_size():
         np.testing.assert_allclose(default, whole, rtol=0, atol=1e-4)
 
 
+def test_an_estimate_over_box_views_is_the_mean_of_each_views_estimate():
+    """Images (N, K, S, S) are K box views of each film (evaluate.box_shift): each goes through the
+    model alone, and the film's estimate is their mean (with TTA, over every TTA view of each)."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "efficientnet_lite0", "sex_input": True, "head_hidden": 16}).eval()
+    with torch.no_grad():  # a fresh head answers every image alike; weights that read the pixels
+        for weight in model.parameters():
+            weight.add_(torch.randn_like(weight) * 0.05)
+    images = torch.randint(0, 256, (5, 3, 48, 48), dtype=torch.uint8)
+    male = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0])
+    cpu = torch.device("cpu")
+    for tta in (False, True):
+        each = [predict(model, images[:, k:k + 1], male, 40, 120.0, 40.0, cpu, tta=tta) for k in range(3)]
+        np.testing.assert_allclose(predict(model, images, male, 40, 120.0, 40.0, cpu, tta=tta), np.mean(each, axis=0),
+                                   rtol=0, atol=1e-4)
+        assert np.ptp(each, axis=0).min() > 0  # the views differ: the mean is no copy of one of them
+
+
 def test_noise_augmentation_adds_pixel_noise_up_to_the_sd_asked_and_none_by_default():
     flat = torch.full((256, 1, 16, 16), 128, dtype=torch.uint8)
     still = dict(rotate_deg=0, scale_min=1, scale_max=1, translate=0, brightness=0, contrast=0, gamma=0)

@@ -40,6 +40,10 @@ class Settings:
     region: str = "hand"  # hand | wrist | fingers: the part of the hand box kept (boneage.imaging.crop.boxes.region_box)
     placement: str = "rounded"  # rounded | exact: how the box goes onto the square (render)
 
+    def cropper(self) -> HandCropper:
+        """The hand crop these settings name (close it after use, or use it as a context manager)."""
+        return HandCropper(self.crop_method, self.crop_margin, self.hand_model, self.mediapipe_renderings)
+
     @classmethod
     def of(cls, made: dict) -> "Settings":
         """The settings a stage or bundle recorded (``asdict`` of one; JSON gives lists for tuples)."""
@@ -192,8 +196,7 @@ def _init_worker(settings: Settings, out_dir: str) -> None:
     cv2.setNumThreads(1)
     _worker["settings"] = settings
     _worker["out_dir"] = Path(out_dir)
-    _worker["cropper"] = HandCropper(settings.crop_method, settings.crop_margin, settings.hand_model,
-                                     settings.mediapipe_renderings)
+    _worker["cropper"] = settings.cropper()
 
 
 def _work(task: tuple[str, str | None]) -> dict:
@@ -241,24 +244,60 @@ def _stop_at_fatal(results):
 
 
 # --- other parts of hands already found: the views stage, and predict for ensembles of regions ---
-def _render_view(task: tuple[str, tuple[int, int, int, int], Settings]) -> np.ndarray:
-    source, box, settings = task
-    return render(to_uint8(read_grey(source)), box, settings)[0]
+def moved_boxes(box, shift: float, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The hand box ``box`` and, where ``shift`` > 0, its 8 copies moved by ``shift`` of its long side
+    (whole pixels, at least 1) along x, y and both, each clipped to the ``width`` x ``height`` film:
+    the box views whose estimates are averaged (config ``evaluate.box_shift``). The found box comes first."""
+    x0, y0, x1, y1 = map(int, box)
+    if shift <= 0:
+        return [(x0, y0, x1, y1)]
+    step = max(1, round(shift * max(x1 - x0, y1 - y0)))
+    out = []
+    for dx in (0, -step, step):
+        for dy in (0, -step, step):
+            out.append((min(max(x0 + dx, 0), width), min(max(y0 + dy, 0), height),
+                        min(max(x1 + dx, 0), width), min(max(y1 + dy, 0), height)))
+    return out
+
+
+def render_boxes(img: np.ndarray, box, settings: Settings, shift: float = 0.0) -> np.ndarray:
+    """The model inputs (K, S, S) of the 8-bit film ``img`` for each of its :func:`moved_boxes`."""
+    return np.stack([render(img, b, settings)[0] for b in moved_boxes(box, shift, img.shape[1], img.shape[0])])
+
+
+def _render_view(task: tuple[str, tuple[int, int, int, int], Settings, float]) -> np.ndarray:
+    source, box, settings, shift = task
+    return render_boxes(to_uint8(read_grey(source)), box, settings, shift)
 
 
 def _init_view() -> None:
     cv2.setNumThreads(1)
 
 
-def view_images(index, settings: Settings, threads: int = 1):
-    """For each row of the table ``index``, in order, the model input of its film (``source_file``) for
-    ``settings`` (its region), cut from the hand box the row records (:data:`BOX`): another part of
-    hands already found, without finding them again (the views stage; predict for ensembles of regions)."""
-    tasks = ((source, tuple(map(int, box)), settings)
+def view_images(index, settings: Settings, threads: int = 1, shift: float = 0.0):
+    """For each row of the table ``index``, in order, the model inputs (K, S, S) of its film
+    (``source_file``) for ``settings`` (its region), cut from the hand box the row records
+    (:data:`BOX`), K = 1, or 9 with a box ``shift`` (:func:`moved_boxes`): another part of hands
+    already found, or moved copies of their boxes, without finding them again (the views stage;
+    evaluation and predict with box views; predict for ensembles of regions)."""
+    tasks = ((source, tuple(map(int, box)), settings, shift)
              for source, *box in zip(index["source_file"], *(index[c] for c in BOX)))
-    bar = dict(total=len(index), desc=f"view {settings.region}", unit="img")
+    bar = dict(total=len(index), desc=f"view {settings.region}" + (", 9 boxes" if shift > 0 else ""), unit="img")
     if threads <= 1:
         yield from progress(map(_render_view, tasks), **bar)
         return
     with mp.get_context("spawn").Pool(threads, initializer=_init_view) as pool:
         yield from progress(pool.imap(_render_view, tasks, chunksize=32), **bar)
+
+
+def view_tensor(index, settings: Settings, threads: int = 1, shift: float = 0.0):
+    """:func:`view_images` of every row as one uint8 tensor (N, K, S, S): what ``inference.predict``
+    takes, the mean over the K box views being its estimate."""
+    import torch
+
+    out = torch.empty((0, 1, settings.image_size, settings.image_size), dtype=torch.uint8)
+    for row, images in enumerate(view_images(index, settings, threads, shift)):
+        if row == 0:
+            out = torch.empty((len(index), *images.shape), dtype=torch.uint8)
+        out[row] = torch.from_numpy(images)
+    return out

@@ -108,7 +108,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", data: bytes
 def predict(model: BoneAgeNet, images_u8: torch.Tensor, male: torch.Tensor, input_size: int,
             target_mean: float, target_std: float, device: torch.device, batch_size: int | None = None,
             tta: bool = False, hflip: bool = False, bf16: bool | None = None) -> np.ndarray:
-    """Predicted bone age in months for uint8 images (N, 1, S, S) and sex (N,).
+    """Predicted bone age in months for uint8 images (N, K, S, S) and sex (N,): K = 1, or K box
+    views of each film (``imaging.radiograph.view_tensor``; config ``evaluate.box_shift``), each a
+    model input of its own, the estimate then the mean over them (and over the TTA views).
 
     ``batch_size`` defaults to 128 on a GPU and 16 on the CPU: there, a larger batch's activations
     pass the mmap threshold of ``files.keep_freed_memory`` and are mapped and unmapped on every layer
@@ -126,8 +128,9 @@ def predict(model: BoneAgeNet, images_u8: torch.Tensor, male: torch.Tensor, inpu
         views = tta_views(xb, input_size, hflip) if tta else [resize(xb, input_size)]
         preds = []
         for view in views:
-            with autocast(device, bf16):
-                preds.append(model(channels_last(view), mb).float())
+            for box in range(view.shape[1]):
+                with autocast(device, bf16):
+                    preds.append(model(channels_last(view[:, box:box + 1]), mb).float())
         out.append(torch.stack(preds).mean(0))
     z = torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
     return z.astype(np.float64) * target_std + target_mean

@@ -3,8 +3,9 @@
 Layout (``results/bundles/<variant>/``)::
 
     bundle.json        format, kind, the preprocessing settings the training images went through,
-                       inference settings (TTA, hflip), the validation-fitted bias correction and
-                       prediction interval, sha256 of every weight file, test metrics
+                       inference settings (TTA, hflip; box_shift: the box views each estimate is
+                       the mean over), the validation-fitted bias correction and prediction
+                       interval, sha256 of every weight file, test metrics
     model.pt           weights, training spec, target mean and standard deviation
     model_card.json    data, metrics and versions behind the model
 
@@ -110,7 +111,7 @@ def write_variant(out_dir: Path, model_path: Path, metrics_path: Path, preproces
     shutil.copyfile(model_path, out_dir / "model.pt")
     shutil.copyfile(card_path, out_dir / "model_card.json")
     bundle = {**_common(metrics, read_json(preprocess_summary)["settings"]), "kind": "variant",
-              **_variant_entry(metrics, out_dir / "model.pt")}
+              "box_shift": float(metrics.get("box_shift", 0.0)), **_variant_entry(metrics, out_dir / "model.pt")}
     write_json(out_dir / "bundle.json", bundle)
     return bundle
 
@@ -143,8 +144,8 @@ def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict
     """``bundle.json`` of an ensemble whose member bundles are in ``out_dir/members/<name>``. A member
     that is itself an ensemble (a fold ensemble) joins with its own members, each at its share of
     the member's weight, so that loading stays one level deep. Members' preprocessing may differ in
-    the region alone; the ensemble's ``preprocess`` is its first member's."""
-    entries, preprocess, sex_input = [], None, False
+    the region alone, and their box views not at all; the ensemble's ``preprocess`` is its first member's."""
+    entries, preprocess, sex_input, shifts = [], None, False, set()
     for name, weight in weights.items():
         member = read_json(out_dir / "members" / name / "bundle.json")
         if preprocess is not None and ({**member["preprocess"], "region": None} != {**preprocess, "region": None}):
@@ -152,6 +153,10 @@ def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict
                               "in the part of the hand, settings differ)")
         preprocess = preprocess or member["preprocess"]
         sex_input = sex_input or bool(member["sex_input"])
+        shifts.add(float(member.get("box_shift", 0.0)))
+        if len(shifts) > 1:
+            raise BundleError(f"ensemble member {name} was evaluated with other box views (box_shift "
+                              f"{sorted(shifts)}); evaluate all members alike")
         if member["kind"] == "ensemble":
             if member["bias_correction"] is not None:
                 raise BundleError(f"ensemble member {name} is an ensemble with a correction of its own")
@@ -160,7 +165,7 @@ def _write_ensemble_spec(out_dir: Path, weights: dict[str, float], metrics: dict
         else:
             entries.append({"name": name, "path": f"members/{name}", "weight": weight})
     bundle = {**_common(metrics, preprocess), "kind": "ensemble", "variant": metrics["variant"], "members": entries,
-              "sex_input": sex_input}
+              "sex_input": sex_input, "box_shift": shifts.pop()}
     write_json(out_dir / "bundle.json", bundle)
     return bundle
 
@@ -184,6 +189,8 @@ def _spec_problem(spec: dict) -> str | None:
         "bias_correction": "bias_correction" in spec and correction(spec["bias_correction"]),
         "interval": isinstance(spec.get("interval"), dict)
         and (spec["interval"].get("halfwidth_months") is None or _number(spec["interval"]["halfwidth_months"])),
+        "box_shift": spec.get("box_shift", 0.0) == 0.0
+        or (_number(spec["box_shift"]) and 0 < spec["box_shift"] <= 0.05),
         "calibration": spec.get("calibration") is None or (isinstance(spec["calibration"], dict) and all(
             correction(spec["calibration"].get(sex)) for sex in SEXES)),
     }
@@ -318,6 +325,12 @@ class Bundle:
                                   + [region(member["preprocess"]) for *_, member in self.models]))
 
     @property
+    def box_shift(self) -> float:
+        """Its box views: each estimate the mean over the hand box and 8 copies moved by this share of
+        its long side (``imaging.radiograph.moved_boxes``); 0 (and bundles from before them): the box alone."""
+        return float(self.spec.get("box_shift", 0.0))
+
+    @property
     def needs_sex(self) -> bool:
         """Whether an estimate depends on sex: a sex input, or a calibration per sex."""
         return bool(self.spec["sex_input"]) or bool(self.spec.get("calibration"))
@@ -329,8 +342,9 @@ class Bundle:
 
     def predict(self, images_u8: "torch.Tensor | Views", male: torch.Tensor,
                 device: torch.device | str = "cpu") -> np.ndarray:
-        """Final bone age in months for uint8 images (N, 1, S, S) of the bundle's preprocessing, or
-        :class:`Views` of them in each of its :attr:`regions`."""
+        """Final bone age in months for uint8 images (N, K, S, S) of the bundle's preprocessing (K box
+        views of each film, their mean being its estimate: :attr:`box_shift`), or :class:`Views` of them
+        in each of its :attr:`regions`."""
         device = torch.device(device)
         if not isinstance(images_u8, Views):
             if len(self.regions) > 1:

@@ -25,7 +25,7 @@ import torch
 from ..files import keep_freed_memory, usable_threads, write_json, write_table
 from ..imaging.ingest import parse_sex
 from ..imaging.layout import IMAGE_EXTENSIONS
-from ..imaging.radiograph import BOX, Settings, run_images, view_images
+from ..imaging.radiograph import BOX, Settings, run_images, view_tensor
 from ..learning.data import load_images
 from ..learning.inference import resolve_device
 from .bundle import Bundle, Views
@@ -132,16 +132,15 @@ def preprocess(files: list[Path], settings: Settings, out_dir: Path, threads: in
 
 def films(bundle: Bundle, rows: pd.DataFrame, out_dir: Path, settings: Settings, threads: int = 1):
     """The preprocessed rows' model inputs: the written PNGs (column ``image``, the bundle's own
-    region); for an ensemble whose members see other parts of the hand as well, :class:`Views` with
-    those parts cut from the same hand boxes (columns ``source_file`` and ``BOX``)."""
-    images = load_images(rows, out_dir)
-    if len(bundle.regions) == 1:
-        return images
-    by_region = {bundle.regions[0]: images}
-    for name in bundle.regions[1:]:
-        cut = np.stack(list(view_images(rows, replace(settings, region=name), threads)))
-        by_region[name] = torch.from_numpy(cut[:, None])
-    return Views(by_region)
+    region); with the bundle's box views (:attr:`Bundle.box_shift`), the 9 boxes of each film cut from
+    its source (columns ``source_file`` and ``BOX``); for an ensemble whose members see other parts of
+    the hand as well, :class:`Views` with those parts cut from the same hand boxes."""
+    shift = bundle.box_shift
+    by_region = {} if shift > 0 else {bundle.regions[0]: load_images(rows, out_dir)}
+    for name in bundle.regions:
+        if name not in by_region:
+            by_region[name] = view_tensor(rows, replace(settings, region=name), threads, shift)
+    return by_region[bundle.regions[0]] if len(by_region) == 1 else Views(by_region)
 
 
 def estimate(bundle: Bundle, rows: pd.DataFrame, images, device, retakes: Retakes = Retakes(0)) -> pd.DataFrame:

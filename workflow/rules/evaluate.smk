@@ -27,6 +27,7 @@ rule evaluate_variant:
         resident=RESIDENT,
     params:
         tta="--tta" if config["evaluate"]["tta"] else "",
+        box_shift=config["evaluate"]["box_shift"],
         bias="--bias-correction" if config["evaluate"]["bias_correction"] else "",
         thresholds=stage_thresholds(),
         level=config["evaluate"]["interval_level"],
@@ -38,7 +39,7 @@ rule evaluate_variant:
         "--resident {resources.resident} --split {input.split} "
         "--predictions {output.predictions} --metrics {output.metrics} --model-card {output.card} "
         "--dataset {input.dataset} --preprocess-summary {input.preprocess} "
-        "--train-summary {input.summary} {params.tta} {params.bias} "
+        "--train-summary {input.summary} {params.tta} --box-shift {params.box_shift} {params.bias} "
         "--stage-thresholds {params.thresholds} --interval-level {params.level} {params.bootstrap} "
         "{params.stability} --device {params.device} --threads {threads} > {log} 2>&1"
 
