@@ -264,7 +264,7 @@ def test_a_copied_bundle_predicts_what_evaluation_predicted(run_dir, tmp_path):
     for kind in ("ensemble", "resnet18"):
         bundle = tmp_path / "elsewhere" / kind
         shutil.copytree(run_dir / "results" / "bundles" / kind, bundle)  # members included
-        # evaluation averaged over the default box views; the bundle says so, and predict does the same
+        # evaluation averaged over box views (smoke.yaml); the bundle says so, and predict does the same
         assert json.loads((bundle / "bundle.json").read_text())["box_shift"] == 0.004
         table = predict([str(demo / f"{i}.png") for i in _test_ids(run_dir)], tmp_path / "sex.csv", bundle,
                         tmp_path / f"out_{kind}")
