@@ -41,6 +41,7 @@ import html
 import logging
 import math
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import run_main, setup_logging, sha256_file, write_json, write_text
-from .results.bundle import SEXES, Bundle, BundleError, calibrated, write_calibrated
+from .files import atomic_dir, read_json, run_main, setup_logging, sha256_file, write_json, write_text
+from .results.bundle import SEXES, Bundle, BundleError, calibrated
 from .results.estimates import predict_files
 from .results.intervals import coverage, halfwidth
 from .results.page import PAGE_CSS, html_table
@@ -69,6 +70,20 @@ class Settings:
     min_films_per_sex: int = 20
     folds: int = 10
     seed: int = 0
+
+
+def write_calibrated(parent: Path, out_dir: Path, record: dict) -> dict:
+    """A copy of the bundle ``parent`` in ``out_dir`` whose bundle.json carries ``record``
+    (``calibration``, ``interval``, ``local_set``, ``parent``); the parent is only read."""
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(parent, tmp, dirs_exist_ok=True)
+        spec = read_json(tmp / "bundle.json")
+        if spec.get("stability"):
+            spec["stability"] = {**spec["stability"], "measured_on": "the parent's internal test split, before the "
+                                 "calibration (a slope s scales each sex's spread by s)"}
+        spec.update(record)
+        write_json(tmp / "bundle.json", spec)
+    return spec
 
 
 def _keep(estimate: float, se: float) -> float:

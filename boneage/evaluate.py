@@ -66,6 +66,23 @@ class Settings:
     box_shift: float = 0.0  # box views: 0 = the box found alone
 
 
+def model_inputs(index: pd.DataFrame, rows: pd.DataFrame, root: Path, box_shift: float,
+                 preprocess_summary: Path | None, store: Path | None, resident: str, device: torch.device, threads: int):
+    """The model inputs of ``rows``: with box views (``box_shift`` > 0) their 9 boxes cut from the
+    source films with the settings of ``preprocess_summary`` (N, 9, S, S); else from ``store`` (kept
+    where ``resident`` says) or the PNGs under ``root``."""
+    if box_shift > 0:
+        if preprocess_summary is None:
+            raise ValueError("box views (--box-shift) need the model's --preprocess-summary (its settings)")
+        made = Preprocessing.of(read_json(preprocess_summary)["settings"])
+        log.info("box views: each film's %s box and 8 moved by %.4f of its long side, from the source films",
+                 made.region, box_shift)
+        return view_tensor(rows, made, usable_threads(threads), box_shift)
+    if store is None:
+        return load_images(rows, root, threads)
+    return hold(open_rows(store, index, rows), resident, device)[0]  # predict moves each batch
+
+
 def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: Path, metrics_path: Path,
         settings: Settings, device_name: str = "auto", threads: int = 1, store: Path | None = None,
         resident: str = "auto", preprocess_summary: Path | None = None) -> dict:
@@ -80,17 +97,8 @@ def run(model_path: Path, index_path: Path, split_path: Path, predictions_path: 
     index = read_table(index_path, "snakemake --forcerun preprocess")
     split = read_split(split_path, index)
     rows = subset_table(index, split)
-    if settings.box_shift > 0:
-        if preprocess_summary is None:
-            raise ValueError("box views (--box-shift) need the model's --preprocess-summary (its settings)")
-        made = Preprocessing.of(read_json(preprocess_summary)["settings"])
-        log.info("box views: each film's %s box and 8 moved by %.4f of its long side, from the source films",
-                 made.region, settings.box_shift)
-        images = view_tensor(rows, made, usable_threads(threads), settings.box_shift)
-    elif store is None:
-        images = load_images(rows, index_path.parent, threads)
-    else:
-        images, _ = hold(open_rows(store, index, rows), resident, device)  # predict moves each batch
+    images = model_inputs(index, rows, index_path.parent, settings.box_shift, preprocess_summary, store, resident,
+                          device, threads)
     male = torch.tensor(rows["male"].to_numpy(np.float32))
     hflip = bool(spec.get("augment", {}).get("hflip", False))
     args = (model, images, male, spec["input_size"], meta["target_mean"], meta["target_std"], device)

@@ -44,7 +44,8 @@ def test_a_budgeted_training_is_the_plan_with_the_chosen_epochs_and_a_resumed_on
     assert 1 <= n <= 40 and summary["epochs_run"] == n == summary["time_budget"]["epochs"] == summary["spec"]["epochs"]
     assert choice["step_s"] > 0 and choice["validation_s"] > 0 and choice["max_epochs"] == 40
     if 1 < n < 40:  # the budget, not the cap, decided: the plan ends inside it
-        assert choice["spent_before_training_s"] + choice["planned_training_s"] <= SAFETY * 0.1 * 60
+        # (budget.json rounds the plan to 0.1 s and the time spent to 0.01 s: CI once read 1.62 + 3.8 > 5.4)
+        assert choice["spent_before_training_s"] + choice["planned_training_s"] <= SAFETY * 0.1 * 60 + 0.055
     # the whole schedule is that of a plan with n epochs: the same weights
     run("resnet18", TrainSpec.from_dict({**plan, "epochs": n, "time_budget_minutes": 0}), index, split_csv,
         tmp_path / "fixed", "cpu", 1)

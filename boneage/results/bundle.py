@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_dir, read_json, sha256_bytes, sha256_file, write_json
+from ..files import read_json, sha256_bytes, sha256_file, write_json
 from ..learning.inference import load_model, model_meta, predict
 from .metrics import corrected
 
@@ -65,20 +65,6 @@ def calibrated(pred, male, calibration: dict | None) -> np.ndarray:
             rows = male == value
             out[rows] = fit["intercept"] + fit["slope"] * pred[rows]
     return out
-
-
-def write_calibrated(parent: Path, out_dir: Path, record: dict) -> dict:
-    """A copy of the bundle ``parent`` in ``out_dir`` whose bundle.json carries ``record``
-    (``calibration``, ``interval``, ``local_set``, ``parent``); the parent is only read."""
-    with atomic_dir(out_dir) as tmp:
-        shutil.copytree(parent, tmp, dirs_exist_ok=True)
-        spec = read_json(tmp / "bundle.json")
-        if spec.get("stability"):
-            spec["stability"] = {**spec["stability"], "measured_on": "the parent's internal test split, before the "
-                                 "calibration (a slope s scales each sex's spread by s)"}
-        spec.update(record)
-        write_json(tmp / "bundle.json", spec)
-    return spec
 
 
 def _variant_entry(metrics: dict, model_path: Path) -> dict:
