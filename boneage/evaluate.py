@@ -34,7 +34,7 @@ import torch
 
 from .files import (keep_freed_memory, read_json, read_table, run_main, setup_logging, sha256_file, usable_threads,
                     write_json, write_table)
-from .imaging.radiograph import Settings as Preprocessing, view_tensor
+from .imaging.radiograph import MAX_BOX_SHIFT, Settings as Preprocessing, view_tensor
 from .learning.data import load_images, read_split, subset_table
 from .learning.inference import load_model, model_meta, predict, resolve_device
 from .learning.store import RESIDENT, hold, open_rows, subset
@@ -66,8 +66,8 @@ class Settings:
     box_shift: float = 0.0  # box views: 0 = the box found alone
 
 
-def model_inputs(index: pd.DataFrame, rows: pd.DataFrame, root: Path, box_shift: float,
-                 preprocess_summary: Path | None, store: Path | None, resident: str, device: torch.device, threads: int):
+def model_inputs(index: pd.DataFrame, rows: pd.DataFrame, root: Path, box_shift: float, preprocess_summary: Path | None,
+                 store: Path | None, resident: str, device: torch.device, threads: int):
     """The model inputs of ``rows``: with box views (``box_shift`` > 0) their 9 boxes cut from the
     source films with the settings of ``preprocess_summary`` (N, 9, S, S); else from ``store`` (kept
     where ``resident`` says) or the PNGs under ``root``."""
@@ -181,8 +181,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        if not 0 <= args.box_shift <= 0.05:
-            raise ValueError(f"--box-shift {args.box_shift}: must be 0 (off) to 0.05 of the box's long side")
+        if not 0 <= args.box_shift <= MAX_BOX_SHIFT:
+            raise ValueError(f"--box-shift {args.box_shift}: must be 0 (off) to {MAX_BOX_SHIFT} of the box's long side")
         settings = Settings(args.tta, args.bias_correction, tuple(args.stage_thresholds), args.interval_level,
                             Bootstrap.from_args(args), Retakes.from_args(args), args.box_shift)
         metrics = run(Path(args.model), Path(args.index), Path(args.split), Path(args.predictions), Path(args.metrics),

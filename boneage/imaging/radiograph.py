@@ -244,6 +244,9 @@ def _stop_at_fatal(results):
 
 
 # --- other parts of hands already found: the views stage, and predict for ensembles of regions ---
+MAX_BOX_SHIFT = 0.05  # the largest box view shift, a share of the box's long side (config evaluate.box_shift)
+
+
 def moved_boxes(box, shift: float, width: int, height: int) -> list[tuple[int, int, int, int]]:
     """The hand box ``box`` and, where ``shift`` > 0, its 8 copies moved by ``shift`` of its long side
     (whole pixels, at least 1) along x, y and both, each clipped to the ``width`` x ``height`` film:

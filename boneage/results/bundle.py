@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..files import read_json, sha256_bytes, sha256_file, write_json
+from ..imaging.radiograph import MAX_BOX_SHIFT
 from ..learning.inference import load_model, model_meta, predict
 from .metrics import corrected
 
@@ -176,7 +177,7 @@ def _spec_problem(spec: dict) -> str | None:
         "interval": isinstance(spec.get("interval"), dict)
         and (spec["interval"].get("halfwidth_months") is None or _number(spec["interval"]["halfwidth_months"])),
         "box_shift": spec.get("box_shift", 0.0) == 0.0
-        or (_number(spec["box_shift"]) and 0 < spec["box_shift"] <= 0.05),
+        or (_number(spec["box_shift"]) and 0 < spec["box_shift"] <= MAX_BOX_SHIFT),
         "calibration": spec.get("calibration") is None or (isinstance(spec["calibration"], dict) and all(
             correction(spec["calibration"].get(sex)) for sex in SEXES)),
     }
