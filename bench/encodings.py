@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneage.imaging.encodings import forms  # noqa: E402
 from boneage.imaging.images import ImageError, read_grey, to_uint8  # noqa: E402
-from boneage.imaging.radiograph import PLACEMENTS, Settings, process_image, render_boxes  # noqa: E402
+from boneage.imaging.radiograph import PLACEMENTS, Settings, process_image, render_boxes, side_moves  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -150,11 +150,8 @@ def box_moves(film: str, img: np.ndarray, ref: tuple, settings: Settings, shift:
     each of the 8 cuts with one side of the box moved by 1 px (its box views with ``shift``) goes
     into ``moved`` under (film, k)."""
     box, out = ref
-    h, w = img.shape
     mad = 0.0
-    for k, (side, step) in enumerate((side, step) for side in range(4) for step in (-1, 1)):
-        cut = box.copy()
-        cut[side] = np.clip(cut[side] + step, 0, w if side % 2 == 0 else h)
+    for k, cut in enumerate(side_moves(box, 1, img.shape[1], img.shape[0])):
         moved[film, k] = render_boxes(img, cut, settings, shift)
         mad = max(mad, float(np.abs(moved[film, k][0].astype(float) - out).mean()))
     return {"film": film, "form": "box_1px", "box_diff_px": 1, "input_mad": mad}

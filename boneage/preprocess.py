@@ -32,6 +32,7 @@ from .imaging.crop import CROP_METHODS, REGIONS, RENDERINGS
 from .imaging.images import find_image
 from .imaging.ingest import REJECT_COLUMNS, read_labels
 from .imaging.qc import contact_sheet
+from .imaging.intensity import INTENSITIES
 from .imaging.radiograph import PLACEMENTS, STEPS, Settings, run_images
 from .learning.store import write_store
 
@@ -242,6 +243,8 @@ def main(argv=None) -> None:
                         help="the part of the hand box kept: the whole hand, the wrist or the fingers")
     parser.add_argument("--placement", default=Settings.placement, choices=PLACEMENTS,
                         help="how the hand box goes onto the square: rounded to whole pixels, or exact")
+    parser.add_argument("--intensity", default=Settings.intensity, choices=INTENSITIES,
+                        help="the grey levels before CLAHE: the film's own range (minmax), or ranks inside the hand box")
     parser.add_argument("--no-hand-check", action="store_true",
                         help="keep images that do not look like hand radiographs")
     parser.add_argument("--hand-model", default=None, help="hand_landmarker.task (default: packaged)")
@@ -258,7 +261,8 @@ def main(argv=None) -> None:
     setup_logging()
     settings = Settings(args.image_size, args.crop_method, args.crop_margin, not args.keep_markers,
                         args.clahe_clip_limit, args.clahe_tile_grid, args.hand_model,
-                        tuple(args.mediapipe_renderings), not args.no_hand_check, args.region, args.placement)
+                        tuple(args.mediapipe_renderings), not args.no_hand_check, args.region, args.placement,
+                        args.intensity)
     kept = Path(args.kept_rejects) if args.kept_rejects else None
     try:
         if args.shard:

@@ -13,6 +13,7 @@ import yaml
 from boneage import download
 from boneage.imaging import radiograph
 from boneage.imaging.crop import CROP_METHODS, RENDERINGS
+from boneage.imaging.intensity import INTENSITIES
 from boneage.learning import models, spec
 from boneage.learning.data import Augment
 from boneage.results import combine
@@ -89,6 +90,7 @@ def test_choice_lists_in_code_equal_the_schema():
     train = _props("train_settings")
     assert list(CROP_METHODS) == pre["crop_method"]["enum"]
     assert list(RENDERINGS) == pre["mediapipe_renderings"]["items"]["enum"]
+    assert list(INTENSITIES) == pre["intensity"]["enum"]
     assert list(models.ARCHS) == _props("model")["arch"]["enum"]
     assert list(spec.LOSSES) == train["loss"]["enum"]
     assert list(spec.OPTIMIZERS) == train["optimizer"]["enum"]

@@ -21,6 +21,7 @@ from ..files import WriteError, progress, sha256_bytes
 from . import handcheck
 from .crop import RENDERINGS, Analysis, HandCropper, region_box, remove_markers
 from .images import ImageError, check_usable, inside, read_grey, to_uint8, write_png
+from .intensity import for_resize, rank_levels
 
 STEPS = ("read", "decode", "check", "crop", "resize", "clahe", "encode")
 BOX = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")  # the hand box found, as the index records it
@@ -39,6 +40,7 @@ class Settings:
     hand_check: bool = True
     region: str = "hand"  # hand | wrist | fingers: the part of the hand box kept (boneage.imaging.crop.boxes.region_box)
     placement: str = "rounded"  # rounded | exact: how the box goes onto the square (render)
+    intensity: str = "minmax"  # minmax | rank: the grey levels of the cut before CLAHE (render, rank_levels)
 
     def cropper(self) -> HandCropper:
         """The hand crop these settings name (close it after use, or use it as a context manager)."""
@@ -47,8 +49,9 @@ class Settings:
     @classmethod
     def of(cls, made: dict) -> "Settings":
         """The settings a stage or bundle recorded (``asdict`` of one; JSON gives lists for tuples)."""
-        # a bundle or summary from before ``placement`` existed was made with the rounded one
-        return cls(**{"placement": "rounded", **made, "mediapipe_renderings": tuple(made["mediapipe_renderings"])})
+        # a bundle or summary from before ``placement`` or ``intensity`` existed was made with rounded, minmax
+        return cls(**{"placement": "rounded", "intensity": "minmax", **made,
+                      "mediapipe_renderings": tuple(made["mediapipe_renderings"])})
 
 
 def resize_pad(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -69,7 +72,6 @@ def pad_square(img: np.ndarray, size: int) -> np.ndarray:
 
 PLACEMENTS = ("rounded", "exact")
 
-
 def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> tuple[np.ndarray, int]:
     """The model input of an 8-bit film ``img`` whose hand box is ``box``: the part ``settings.region``
     names -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square. Returns the
@@ -80,7 +82,11 @@ def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> t
     centres it by whole pixels; a box 1 px wider can then make the resized side a pixel longer, which
     shifts the image by a pixel and changes CLAHE's tiles (OpenCV pads a side to a multiple of the
     tile grid), and an estimate can move by months. ``exact`` (:func:`place_exact`) keeps the model
-    input continuous in the box."""
+    input continuous in the box.
+
+    ``settings.intensity``: ``minmax`` keeps the film's grey levels as :func:`to_uint8` mapped them
+    (its own range); ``rank`` replaces them by their ranks inside the hand box (:func:`rank_levels`)
+    before CLAHE, so that the film's contrast curve does not reach the model."""
     t = {} if t is None else t
     t0 = time.perf_counter()
     rx0, ry0, rx1, ry1 = region_box(box, settings.region, img.shape[1], img.shape[0])
@@ -92,11 +98,13 @@ def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> t
     clahe = cv2.createCLAHE(clipLimit=settings.clahe_clip_limit,
                             tileGridSize=(settings.clahe_tile_grid, settings.clahe_tile_grid))
     if settings.placement == "exact":
-        return place_exact(img, cut, (rx0, ry0, rx1, ry1), settings.image_size, clahe, t), markers
+        return place_exact(img, cut, (rx0, ry0, rx1, ry1), settings, clahe, t), markers
     if settings.placement != "rounded":
         raise ValueError(f"placement {settings.placement!r} unknown; use one of {PLACEMENTS}")
     t0 = time.perf_counter()
-    small, _ = resize_pad(cut, settings.image_size)
+    small, _ = resize_pad(for_resize(cut, settings.intensity), settings.image_size)
+    if settings.intensity == "rank":
+        small = rank_levels(small)
     t["resize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = pad_square(clahe.apply(small), settings.image_size)
@@ -104,17 +112,19 @@ def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> t
     return out, markers
 
 
-def place_exact(img: np.ndarray, cut: np.ndarray, box, size: int, clahe, t: dict) -> np.ndarray:
+def place_exact(img: np.ndarray, cut: np.ndarray, box, settings: Settings, clahe, t: dict) -> np.ndarray:
     """The box ``box`` of ``img`` (its pixels ``cut``, markers painted out) on a ``size`` square by the
     box's exact scale and centre, not rounded to whole pixels: the film is scaled (the whole film by
     area averaging where the box is larger than the square; only the film around the box, cubic,
     where it is smaller, so that a small box on a large film cannot take memory), shifted so that the
     box's centre is the square's, CLAHE runs on the full square with the film around the box as
     context (its tiles then never depend on the box), and all outside the box is set to 0, edge
-    pixels by the share of them the box covers."""
+    pixels by the share of them the box covers. With ``rank`` intensities the grey levels are ranked
+    among the pixels inside the box (:func:`rank_levels`), the context beyond held at the ends."""
     t0 = time.perf_counter()
+    size = settings.image_size
     x0, y0, x1, y1 = box
-    film = img.copy()
+    film = for_resize(img, settings.intensity)
     film[y0:y1, x0:x1] = cut
     scale = size / max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -135,6 +145,8 @@ def place_exact(img: np.ndarray, cut: np.ndarray, box, size: int, clahe, t: dict
         return np.clip(np.minimum(edges + 1, hi) - np.maximum(edges, lo), 0, 1)
 
     inside = np.outer(covered(scale * (y1 - y0)), covered(scale * (x1 - x0)))
+    if settings.intensity == "rank":
+        square = rank_levels(square, inside >= 0.5)
     out = np.rint(clahe.apply(square) * inside).astype(np.uint8)
     t["clahe"] = time.perf_counter() - t0
     return out
@@ -260,6 +272,19 @@ def moved_boxes(box, shift: float, width: int, height: int) -> list[tuple[int, i
         for dy in (0, -step, step):
             out.append((min(max(x0 + dx, 0), width), min(max(y0 + dy, 0), height),
                         min(max(x1 + dx, 0), width), min(max(y1 + dy, 0), height)))
+    return out
+
+
+def side_moves(box, step: int, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The 8 copies of the hand box ``box`` with one side moved by ``step`` px (each side, each way),
+    clipped to the ``width`` x ``height`` film: how far a box a pixel off moves an estimate
+    (bench/encodings.py, bench/site_shift.py)."""
+    out = []
+    for side in range(4):
+        for sign in (-1, 1):
+            cut = list(map(int, box))
+            cut[side] = min(max(cut[side] + sign * step, 0), width if side % 2 == 0 else height)
+            out.append(tuple(cut))
     return out
 
 

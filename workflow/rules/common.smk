@@ -310,6 +310,7 @@ def preprocess_args():
         [
             f"--image-size {config['image_size']} --crop-method {p['crop_method']}",
             f"--crop-margin {p['crop_margin']} --region {p['region']} --placement {p['placement']}",
+            f"--intensity {p['intensity']}",
             "--mediapipe-renderings " + " ".join(p["mediapipe_renderings"]),
             "" if p["remove_markers"] else "--keep-markers",
             "" if p["hand_check"] else "--no-hand-check",

@@ -1,0 +1,227 @@
+"""Site shift: how far a bundle's estimates move when the same films come as another site makes them.
+
+Each film is also written as copies a user meets in practice, made from the film as it came (8 bit):
+``washout`` (contrast to 40 % of the range, black level raised to 15 %), ``gamma0.6`` and
+``gamma1.6`` (grey-level curve), ``overexposed`` (the brightest 5 % of pixels clipped: the film's 95th
+percentile grey level to white), ``jpeg75`` and ``jpeg95``, ``half`` and ``double`` (a second
+resolution). Every copy and the film itself (as 8-bit PNG: the reference) go through the bundle's own
+predict path (``python -m boneage.predict``: its hand crop, preprocessing, test-time views, bias
+correction; the films' sex from their labels). Two more rows move the hand box the film's own predict
+found: ``box_1px`` (each side by 1 px, each way: 8 cuts, the change of largest size per film) and
+``box_2pct`` (the box moved by 2 % of its long side right and down), each estimated by the bundle as
+predict estimates a film.
+
+Per copy, against the film's own estimate (paired): MAE (with labels), the change of MAE and the mean
+signed change with 95 % bootstrap intervals, the median and largest per-film change, and how many
+films had their hand box moved by more than 10 px (of the source film) or another crop method.
+
+    python bench/site_shift.py --bundle results/bundles/resnet18_sex --data results/data/demo [--limit 40]
+    python bench/site_shift.py --bundle B --index results/preprocess/index.parquet --split results/split/split.csv
+    python bench/site_shift.py --bundle B --data ../shared/data/rsna-raw-sample --out-dir site_shift
+
+Writes ``--out-dir``/per_film.csv and summary.md (the table docs/accuracy.md quotes) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from boneage.imaging.images import read_grey, to_uint8, write_png  # noqa: E402
+from boneage.imaging.layout import IMAGE_DIR, LABELS_CSV  # noqa: E402
+from boneage.imaging.radiograph import BOX, Settings, render_boxes, side_moves  # noqa: E402
+from boneage.results.uncertainty import Bootstrap, mean_interval, paired_difference  # noqa: E402
+
+BOX_MOVED_PX = 10  # a hand box that moved by more than this (px of the source film) is counted
+
+
+def _grey(curve):
+    return lambda img: np.rint(curve(img.astype(np.float64) / 255.0) * 255).clip(0, 255).astype(np.uint8)
+
+
+def _overexposed(img: np.ndarray) -> np.ndarray:
+    white = max(float(np.percentile(img, 95)), 1.0)
+    return np.rint(np.minimum(img * (255.0 / white), 255)).astype(np.uint8)
+
+
+def _scaled(factor: float):
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    return lambda img: cv2.resize(img, None, fx=factor, fy=factor, interpolation=interp)
+
+
+# name -> (suffix, the copy of an 8-bit film); the JPEGs carry their quality instead
+COPIES = {
+    "washout": (".png", _grey(lambda x: 0.15 + 0.40 * x)),
+    "gamma0.6": (".png", _grey(lambda x: x ** 0.6)),
+    "gamma1.6": (".png", _grey(lambda x: x ** 1.6)),
+    "overexposed": (".png", _overexposed),
+    "jpeg75": (".jpg", 75),
+    "jpeg95": (".jpg", 95),
+    "half": (".png", _scaled(0.5)),
+    "double": (".png", _scaled(2.0)),
+}
+BOX_MOVES = ("box_1px", "box_2pct")
+
+
+def write_copies(film_id: str, img: np.ndarray, out: Path, names=tuple(COPIES)) -> dict[Path, tuple[str, str]]:
+    """The 8-bit film ``img`` as PNG (form ``film``) and as each copy in ``names``, written to ``out``:
+    path -> (film id, form)."""
+    written = {}
+    path = out / f"{film_id}__film.png"
+    write_png(path, img)
+    written[path] = (film_id, "film")
+    for name in names:
+        suffix, make = COPIES[name]
+        path = out / f"{film_id}__{name}{suffix}"
+        if suffix == ".jpg":
+            ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, make])
+            path.write_bytes(data.tobytes())
+        else:
+            write_png(path, make(img))
+        written[path] = (film_id, name)
+    return written
+
+
+def films_of(args) -> pd.DataFrame:
+    """id, path, boneage, male of the films to read: an RSNA-layout folder, or the test split of a run."""
+    if args.index:
+        index = pd.read_parquet(args.index).astype({"id": str})
+        split = pd.read_csv(args.split, dtype={"id": str})
+        rows = index[index["id"].isin(split.loc[split["subset"] == args.subset, "id"])]
+        table = pd.DataFrame({"id": rows["id"], "path": rows["source_file"], "boneage": rows["boneage"],
+                              "male": rows["male"].astype(float)})
+    else:
+        data = Path(args.data)
+        labels = pd.read_csv(data / LABELS_CSV, dtype={"id": str})
+        paths = {p.stem: p for p in (data / IMAGE_DIR).iterdir() if p.is_file()}
+        labels = labels[labels["id"].isin(paths)]
+        table = pd.DataFrame({"id": labels["id"], "path": labels["id"].map(paths).astype(str),
+                              "boneage": labels["boneage"].astype(float),
+                              "male": labels["male"].map(lambda m: float(str(m).lower() in ("true", "1")))})
+    table = table.sort_values("id").reset_index(drop=True)
+    if args.limit and len(table) > args.limit:  # an even sample over the sorted ids, the same each run
+        table = table.iloc[np.linspace(0, len(table) - 1, args.limit).round().astype(int)].reset_index(drop=True)
+    return table
+
+
+def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Settings) -> pd.DataFrame:
+    """Rows (film, form, estimate, reference) for ``box_1px`` and ``box_2pct``, each rendered from the
+    film's PNG as predict renders it; the reference is the estimate of the found box rendered the same way."""
+    import torch
+
+    found = table[table["form"] == "film"].set_index("film")
+    keys, images, male = [], [], []
+    for film in films.itertuples():
+        if film.id not in found.index or found.loc[film.id, "error"]:
+            continue
+        img = to_uint8(read_grey(Path(found.loc[film.id, "source_file"])))
+        box = [int(found.loc[film.id, c]) for c in BOX]
+        step = max(1, round(0.02 * max(box[2] - box[0], box[3] - box[1])))
+        boxes = {"box_found": [box], "box_1px": side_moves(box, 1, img.shape[1], img.shape[0]),
+                 "box_2pct": [(min(box[0] + step, img.shape[1]), min(box[1] + step, img.shape[0]),
+                               min(box[2] + step, img.shape[1]), min(box[3] + step, img.shape[0]))]}
+        for form, cuts in boxes.items():
+            for cut in cuts:
+                keys.append((film.id, form))
+                images.append(render_boxes(img, cut, settings, bundle.box_shift))
+                male.append(film.male)
+    pred = bundle.predict(torch.from_numpy(np.stack(images)), torch.tensor(male, dtype=torch.float32))
+    rows = pd.DataFrame({"film": [k[0] for k in keys], "form": [k[1] for k in keys], "estimate": pred})
+    base = rows[rows["form"] == "box_found"].set_index("film")["estimate"]
+    rows["reference"] = rows["film"].map(base)
+    rows = rows[rows["form"] != "box_found"]
+    # per film and form the cut whose estimate moved most (box_1px: of 8)
+    return rows.loc[(rows["estimate"] - rows["reference"]).abs().groupby([rows["film"], rows["form"]]).idxmax()]
+
+
+def summarise(per_film: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
+    """One row per form: the paired figures against each film's own estimate (module docstring)."""
+    rows = []
+    for form, g in per_film[per_film["form"] != "film"].groupby("form", sort=False):
+        g = g.dropna(subset=["change"])
+        if g.empty:
+            continue
+        err_copy, err_film = (g["estimate"] - g["boneage"]).abs(), (g["reference"] - g["boneage"]).abs()
+        d_mae, d_lo, d_hi = paired_difference(err_copy, err_film, bootstrap)
+        s, s_lo, s_hi = mean_interval(g["change"], bootstrap)
+        worst = g.loc[g["change"].abs().idxmax()]
+        rows.append({"copy": form, "films": len(g), "MAE": round(err_copy.mean(), 2),
+                     "MAE change [95 % CI]": f"{d_mae:+.2f} [{d_lo:+.2f}, {d_hi:+.2f}]",
+                     "mean signed change [95 % CI]": f"{s:+.2f} [{s_lo:+.2f}, {s_hi:+.2f}]",
+                     "median |change|": round(g["change"].abs().median(), 2),
+                     "largest |change| (film)": f"{abs(worst['change']):.2f} ({worst['film']})",
+                     f"box moved > {BOX_MOVED_PX} px": int((g["box_moved_px"] > BOX_MOVED_PX).sum()),
+                     "other crop method": int(g["crop_changed"].sum())})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, help="a bundle folder (results/bundles/<model>)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="an RSNA-layout folder (labels csv + images)")
+    source.add_argument("--index", help="a run's results/preprocess/index.parquet (with --split: its test films)")
+    parser.add_argument("--split", help="the run's results/split/split.csv (with --index)")
+    parser.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--limit", type=int, default=0, help="at most N films, evenly over the sorted ids")
+    parser.add_argument("--copies", nargs="+", default=list(COPIES) + list(BOX_MOVES),
+                        choices=list(COPIES) + list(BOX_MOVES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out-dir", default=None, help="per_film.csv and summary.md (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    if args.index and not args.split:
+        parser.error("--index needs --split")
+    from boneage.results.bundle import Bundle
+    from boneage.results.estimates import predict_files
+
+    out = Path(args.out_dir or tempfile.mkdtemp(prefix="site_shift."))
+    (out / "films").mkdir(parents=True, exist_ok=True)
+    films = films_of(args)
+    written = {}
+    for film in films.itertuples():
+        img = to_uint8(read_grey(Path(film.path)))
+        written.update(write_copies(film.id, img, out / "films", [c for c in args.copies if c in COPIES]))
+    sex = out / "sex.csv"
+    pd.DataFrame({"id": [p.stem for p in written],
+                  "male": films.set_index("id").loc[[f for f, _ in written.values()], "male"].to_numpy()}
+                 ).to_csv(sex, index=False)
+    table, bundle = predict_files([str(p) for p in written], sex, Path(args.bundle), out / "predict", "cpu",
+                                  args.threads)
+    names = {p.stem: v for p, v in written.items()}
+    table["film"] = [names[i][0] for i in table["id"]]
+    table["form"] = [names[i][1] for i in table["id"]]
+    table["estimate"] = table["boneage_months"]
+    table["error"] = table["error"].fillna("")
+    per_film = table[["film", "form", "estimate", "crop_method", "error", "source_file", *BOX]].assign(reference=np.nan)
+    if any(c in BOX_MOVES for c in args.copies):
+        moved = box_estimates(table, films, bundle, Settings.of(bundle.spec["preprocess"]))
+        per_film = pd.concat([per_film, moved[moved["form"].isin(args.copies)]], ignore_index=True)
+    ref = per_film[per_film["form"] == "film"].set_index("film")
+    per_film["reference"] = per_film["reference"].fillna(per_film["film"].map(ref["estimate"]))
+    per_film["change"] = per_film["estimate"] - per_film["reference"]
+    per_film["boneage"] = per_film["film"].map(films.set_index("id")["boneage"])
+    scale = {"half": 2.0, "double": 0.5}  # the copy's box in px of the film
+    box = per_film[list(BOX)].astype(float).mul(per_film["form"].map(scale).fillna(1.0), axis=0)
+    ref_box = ref[list(BOX)].astype(float).reindex(per_film["film"]).to_numpy()
+    per_film["box_moved_px"] = np.abs(box.to_numpy() - ref_box).max(axis=1)
+    per_film["crop_changed"] = per_film["crop_method"].notna() & (
+        per_film["crop_method"] != per_film["film"].map(ref["crop_method"]))
+    per_film.drop(columns=["source_file"]).to_csv(out / "per_film.csv", index=False)
+    summary = summarise(per_film, Bootstrap())
+    film_mae = (ref["estimate"] - films.set_index("id")["boneage"].reindex(ref.index)).abs().mean()
+    text = (f"bundle {args.bundle}: {len(ref)} films, MAE of the films themselves {film_mae:.2f} months\n\n"
+            + summary.to_markdown(index=False) + "\n")
+    (out / "summary.md").write_text(text)
+    print(text + f"\n(per film: {out / 'per_film.csv'})")
+
+
+if __name__ == "__main__":
+    main()
