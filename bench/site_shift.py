@@ -20,6 +20,12 @@ films had their hand box moved by more than 10 px (of the source film) or anothe
     python bench/site_shift.py --bundle B --data ../shared/data/rsna-raw-sample --out-dir site_shift
 
 Writes ``--out-dir``/per_film.csv and summary.md (the table docs/accuracy.md quotes) and prints it.
+
+Without a bundle, ``--inputs SIZE`` compares model inputs instead of estimates: each copy's (the grey
+level copies, the film's own box, classical crop) against the film's, the mean absolute difference in
+grey levels per film, median and largest per copy, for each ``preprocess.intensity``:
+
+    python bench/site_shift.py --inputs 144 --data ../shared/data/rsna-raw-sample
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boneage.imaging.images import read_grey, to_uint8, write_png  # noqa: E402
+from boneage.imaging.intensity import INTENSITIES  # noqa: E402
 from boneage.imaging.layout import IMAGE_DIR, LABELS_CSV  # noqa: E402
-from boneage.imaging.radiograph import BOX, Settings, render_boxes, side_moves  # noqa: E402
+from boneage.imaging.radiograph import BOX, Settings, render, render_boxes, side_moves  # noqa: E402
 from boneage.results.uncertainty import Bootstrap, mean_interval, paired_difference  # noqa: E402
 
 BOX_MOVED_PX = 10  # a hand box that moved by more than this (px of the source film) is counted
@@ -82,8 +89,7 @@ def write_copies(film_id: str, img: np.ndarray, out: Path, names=tuple(COPIES)) 
         suffix, make = COPIES[name]
         path = out / f"{film_id}__{name}{suffix}"
         if suffix == ".jpg":
-            ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, make])
-            path.write_bytes(data.tobytes())
+            path.write_bytes(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, make])[1].tobytes())
         else:
             write_png(path, make(img))
         written[path] = (film_id, name)
@@ -142,6 +148,32 @@ def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Se
     return rows.loc[(rows["estimate"] - rows["reference"]).abs().groupby([rows["film"], rows["form"]]).idxmax()]
 
 
+def input_changes(img: np.ndarray, box, copies: list[str], settings: dict[str, Settings]) -> dict[tuple, float]:
+    """(copy, intensity) -> the mean absolute grey-level difference of the model input of copy
+    ``copy`` of the 8-bit film ``img`` from the film's own, both cut with ``box``, for each of
+    ``settings`` (intensity -> preprocessing settings)."""
+    out = {}
+    for intensity, s in settings.items():
+        ref = render(img, box, s)[0].astype(np.float64)
+        for name in copies:
+            out[name, intensity] = float(np.abs(render(to_uint8(COPIES[name][1](img)), box, s)[0] - ref).mean())
+    return out
+
+
+def input_shift(films: pd.DataFrame, size: int, copies: list[str]) -> pd.DataFrame:
+    """Median and largest :func:`input_changes` of each copy over ``films``, per intensity (the
+    film's own box, classical crop: what the grey levels alone do)."""
+    settings = {k: Settings(image_size=size, crop_method="classical", intensity=k) for k in INTENSITIES}
+    cropper, rows = settings["minmax"].cropper(), []
+    for film in films.itertuples():
+        img = to_uint8(read_grey(Path(film.path)))
+        changes = input_changes(img, cropper(img, None).box, copies, settings)
+        rows += [{"copy": c, "intensity": i, "grey": v} for (c, i), v in changes.items()]
+    cropper.close()
+    table = pd.DataFrame(rows).groupby(["copy", "intensity"], sort=False)["grey"].agg(["median", "max"])
+    return table.unstack("intensity").round(2)
+
+
 def summarise(per_film: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
     """One row per form: the paired figures against each film's own estimate (module docstring)."""
     rows = []
@@ -165,7 +197,9 @@ def summarise(per_film: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True, help="a bundle folder (results/bundles/<model>)")
+    parser.add_argument("--bundle", help="a bundle folder (results/bundles/<model>)")
+    parser.add_argument("--inputs", type=int, default=0, metavar="SIZE",
+                        help="no bundle: the model inputs of the grey-level copies at this size, per intensity")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="an RSNA-layout folder (labels csv + images)")
     source.add_argument("--index", help="a run's results/preprocess/index.parquet (with --split: its test films)")
@@ -179,7 +213,12 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.index and not args.split:
         parser.error("--index needs --split")
-    from boneage.results.bundle import Bundle
+    if args.inputs:
+        regraded = [c for c in args.copies if COPIES.get(c, (".jpg",))[0] == ".png" and c not in ("half", "double")]
+        print(input_shift(films_of(args), args.inputs, regraded).to_markdown())
+        return
+    if not args.bundle:
+        parser.error("give --bundle (estimates) or --inputs SIZE (model inputs)")
     from boneage.results.estimates import predict_files
 
     out = Path(args.out_dir or tempfile.mkdtemp(prefix="site_shift."))
