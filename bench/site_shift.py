@@ -41,13 +41,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boneage.imaging.images import read_grey, to_uint8, write_png  # noqa: E402
+from boneage.imaging.images import inside, read_grey, to_uint8, write_png  # noqa: E402
 from boneage.imaging.intensity import INTENSITIES  # noqa: E402
 from boneage.imaging.layout import IMAGE_DIR, LABELS_CSV  # noqa: E402
 from boneage.imaging.radiograph import BOX, Settings, render, render_boxes, side_moves  # noqa: E402
 from boneage.results.uncertainty import Bootstrap, mean_interval, paired_difference  # noqa: E402
 
 BOX_MOVED_PX = 10  # a hand box that moved by more than this (px of the source film) is counted
+BOX_BATCH = 256  # moved-box cuts rendered before they are predicted (each K box views of S x S)
 
 
 def _grey(curve):
@@ -82,12 +83,12 @@ def write_copies(film_id: str, img: np.ndarray, out: Path, names=tuple(COPIES)) 
     """The 8-bit film ``img`` as PNG (form ``film``) and as each copy in ``names``, written to ``out``:
     path -> (film id, form)."""
     written = {}
-    path = out / f"{film_id}__film.png"
+    path = inside(out, f"{film_id}__film.png")  # ids come from a label table: no path from them
     write_png(path, img)
     written[path] = (film_id, "film")
     for name in names:
         suffix, make = COPIES[name]
-        path = out / f"{film_id}__{name}{suffix}"
+        path = inside(out, f"{film_id}__{name}{suffix}")
         if suffix == ".jpg":
             path.write_bytes(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, make])[1].tobytes())
         else:
@@ -124,7 +125,14 @@ def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Se
     import torch
 
     found = table[table["form"] == "film"].set_index("film")
-    keys, images, male = [], [], []
+    keys, images, male, pred = [], [], [], []
+
+    def flush():  # predict what is rendered: memory bounded by BOX_BATCH cuts, not by the films
+        if images:
+            pred.extend(bundle.predict(torch.from_numpy(np.stack(images)), torch.tensor(male, dtype=torch.float32)))
+            images.clear()
+            male.clear()
+
     for film in films.itertuples():
         if film.id not in found.index or found.loc[film.id, "error"]:
             continue
@@ -139,8 +147,10 @@ def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Se
                 keys.append((film.id, form))
                 images.append(render_boxes(img, cut, settings, bundle.box_shift))
                 male.append(film.male)
-    pred = bundle.predict(torch.from_numpy(np.stack(images)), torch.tensor(male, dtype=torch.float32))
-    rows = pd.DataFrame({"film": [k[0] for k in keys], "form": [k[1] for k in keys], "estimate": pred})
+        if len(images) >= BOX_BATCH:
+            flush()
+    flush()
+    rows = pd.DataFrame({"film": [k[0] for k in keys], "form": [k[1] for k in keys], "estimate": np.array(pred)})
     base = rows[rows["form"] == "box_found"].set_index("film")["estimate"]
     rows["reference"] = rows["film"].map(base)
     rows = rows[rows["form"] != "box_found"]
@@ -195,6 +205,31 @@ def summarise(per_film: pd.DataFrame, bootstrap: Bootstrap) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compare_to_films(table: pd.DataFrame, written: dict, films: pd.DataFrame, bundle,
+                     copies: list[str]) -> pd.DataFrame:
+    """Per film and form: predict's ``table`` of the ``written`` files (and the moved boxes among
+    ``copies``) with each estimate's change from the film's own, how far its hand box moved (in px of
+    the film) and whether the crop method changed."""
+    names = {p.stem: v for p, v in written.items()}
+    table = table.assign(film=[names[i][0] for i in table["id"]], form=[names[i][1] for i in table["id"]],
+                         estimate=table["boneage_months"], error=table["error"].fillna(""))
+    per_film = table[["film", "form", "estimate", "crop_method", "error", "source_file", *BOX]].assign(reference=np.nan)
+    if any(c in BOX_MOVES for c in copies):
+        moved = box_estimates(table, films, bundle, Settings.of(bundle.spec["preprocess"]))
+        per_film = pd.concat([per_film, moved[moved["form"].isin(copies)]], ignore_index=True)
+    ref = per_film[per_film["form"] == "film"].set_index("film")
+    per_film["reference"] = per_film["reference"].fillna(per_film["film"].map(ref["estimate"]))
+    per_film["change"] = per_film["estimate"] - per_film["reference"]
+    per_film["boneage"] = per_film["film"].map(films.set_index("id")["boneage"])
+    scale = {"half": 2.0, "double": 0.5}  # the copy's box in px of the film
+    box = per_film[list(BOX)].astype(float).mul(per_film["form"].map(scale).fillna(1.0), axis=0)
+    ref_box = ref[list(BOX)].astype(float).reindex(per_film["film"]).to_numpy()
+    per_film["box_moved_px"] = np.abs(box.to_numpy() - ref_box).max(axis=1)
+    per_film["crop_changed"] = per_film["crop_method"].notna() & (
+        per_film["crop_method"] != per_film["film"].map(ref["crop_method"]))
+    return per_film
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="a bundle folder (results/bundles/<model>)")
@@ -234,26 +269,9 @@ def main(argv=None) -> None:
                  ).to_csv(sex, index=False)
     table, bundle = predict_files([str(p) for p in written], sex, Path(args.bundle), out / "predict", "cpu",
                                   args.threads)
-    names = {p.stem: v for p, v in written.items()}
-    table["film"] = [names[i][0] for i in table["id"]]
-    table["form"] = [names[i][1] for i in table["id"]]
-    table["estimate"] = table["boneage_months"]
-    table["error"] = table["error"].fillna("")
-    per_film = table[["film", "form", "estimate", "crop_method", "error", "source_file", *BOX]].assign(reference=np.nan)
-    if any(c in BOX_MOVES for c in args.copies):
-        moved = box_estimates(table, films, bundle, Settings.of(bundle.spec["preprocess"]))
-        per_film = pd.concat([per_film, moved[moved["form"].isin(args.copies)]], ignore_index=True)
-    ref = per_film[per_film["form"] == "film"].set_index("film")
-    per_film["reference"] = per_film["reference"].fillna(per_film["film"].map(ref["estimate"]))
-    per_film["change"] = per_film["estimate"] - per_film["reference"]
-    per_film["boneage"] = per_film["film"].map(films.set_index("id")["boneage"])
-    scale = {"half": 2.0, "double": 0.5}  # the copy's box in px of the film
-    box = per_film[list(BOX)].astype(float).mul(per_film["form"].map(scale).fillna(1.0), axis=0)
-    ref_box = ref[list(BOX)].astype(float).reindex(per_film["film"]).to_numpy()
-    per_film["box_moved_px"] = np.abs(box.to_numpy() - ref_box).max(axis=1)
-    per_film["crop_changed"] = per_film["crop_method"].notna() & (
-        per_film["crop_method"] != per_film["film"].map(ref["crop_method"]))
+    per_film = compare_to_films(table, written, films, bundle, args.copies)
     per_film.drop(columns=["source_file"]).to_csv(out / "per_film.csv", index=False)
+    ref = per_film[per_film["form"] == "film"].set_index("film")
     summary = summarise(per_film, Bootstrap())
     film_mae = (ref["estimate"] - films.set_index("id")["boneage"].reindex(ref.index)).abs().mean()
     text = (f"bundle {args.bundle}: {len(ref)} films, MAE of the films themselves {film_mae:.2f} months\n\n"

@@ -31,8 +31,8 @@ from .files import WriteError, read_json, run_main, setup_logging, usable_thread
 from .imaging.crop import CROP_METHODS, REGIONS, RENDERINGS
 from .imaging.images import find_image
 from .imaging.ingest import REJECT_COLUMNS, read_labels
-from .imaging.qc import contact_sheet
 from .imaging.intensity import INTENSITIES
+from .imaging.qc import contact_sheet
 from .imaging.radiograph import PLACEMENTS, STEPS, Settings, run_images
 from .learning.store import write_store
 

@@ -49,14 +49,6 @@ def rank_levels(img: np.ndarray, within: np.ndarray | None = None) -> np.ndarray
     return np.rint(np.interp(img, values, mid) * 255).astype(np.uint8)
 
 
-def _mid_ranks(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values of ``ref`` and the share of ``ref`` below each, ties counted half (the
-    mid-rank), the lowest value at 0 and the highest at 1."""
-    values, counts = np.unique(ref, return_counts=True)
-    mid = np.cumsum(counts) - counts / 2.0
-    return values, (mid - mid[0]) / max(mid[-1] - mid[0], 1e-12)
-
-
 def for_resize(img: np.ndarray, intensity: str) -> np.ndarray:
     """A copy of the 8-bit ``img`` as the resize takes it for ``intensity``: uint8 for ``minmax``,
     float32 for ``rank``, so that the area average keeps grey levels between whole numbers (fewer

@@ -72,6 +72,7 @@ def pad_square(img: np.ndarray, size: int) -> np.ndarray:
 
 PLACEMENTS = ("rounded", "exact")
 
+
 def render(img: np.ndarray, box, settings: Settings, t: dict | None = None) -> tuple[np.ndarray, int]:
     """The model input of an 8-bit film ``img`` whose hand box is ``box``: the part ``settings.region``
     names -> side markers painted out -> aspect-kept resize -> CLAHE -> pad to a square. Returns the
