@@ -77,6 +77,7 @@ COPIES = {
     "double": (".png", _scaled(2.0)),
 }
 BOX_MOVES = ("box_1px", "box_2pct")
+GREY_CURVES = ("washout", "gamma0.6", "gamma1.6", "overexposed")  # the copies that change grey levels alone
 
 
 def write_copies(film_id: str, img: np.ndarray, out: Path, names=tuple(COPIES)) -> dict[Path, tuple[str, str]]:
@@ -249,8 +250,8 @@ def main(argv=None) -> None:
     if args.index and not args.split:
         parser.error("--index needs --split")
     if args.inputs:
-        regraded = [c for c in args.copies if COPIES.get(c, (".jpg",))[0] == ".png" and c not in ("half", "double")]
-        print(input_shift(films_of(args), args.inputs, regraded).to_markdown())
+        curves = [c for c in args.copies if c in GREY_CURVES]
+        print(input_shift(films_of(args), args.inputs, curves).to_markdown())
         return
     if not args.bundle:
         parser.error("give --bundle (estimates) or --inputs SIZE (model inputs)")
