@@ -6,10 +6,12 @@ Each film is also written as copies a user meets in practice, made from the film
 percentile grey level to white), ``jpeg75`` and ``jpeg95``, ``half`` and ``double`` (a second
 resolution). Every copy and the film itself (as 8-bit PNG: the reference) go through the bundle's own
 predict path (``python -m boneage.predict``: its hand crop, preprocessing, test-time views, bias
-correction; the films' sex from their labels). Two more rows move the hand box the film's own predict
-found: ``box_1px`` (each side by 1 px, each way: 8 cuts, the change of largest size per film) and
+correction; the films' sex from their labels). Four more rows start from the hand box the film's own
+predict found: ``box_1px`` (each side by 1 px, each way: 8 cuts, the change of largest size per film) and
 ``box_2pct`` (the box moved by 2 % of its long side right and down), each estimated by the bundle as
-predict estimates a film.
+predict estimates a film; and two that leave the rendering out, the found box's model input itself
+moved by a film pixel (``input_1px``) or given a grey level of noise (``input_noise1``): the network
+alone (:func:`input_moves`).
 
 Per copy, against the film's own estimate (paired): MAE (with labels), the change of MAE and the mean
 signed change with 95 % bootstrap intervals, the median and largest per-film change, and how many
@@ -76,7 +78,9 @@ COPIES = {
     "half": (".png", _scaled(0.5)),
     "double": (".png", _scaled(2.0)),
 }
-BOX_MOVES = ("box_1px", "box_2pct")
+# forms made from the film's own hand box: moved boxes, rendered again; and the found box's model input
+# itself moved by a film pixel or given a grey level of noise, not rendered again (the network alone)
+BOX_MOVES = ("box_1px", "box_2pct", "input_1px", "input_noise1")
 GREY_CURVES = ("washout", "gamma0.6", "gamma1.6", "overexposed")  # the copies that change grey levels alone
 
 
@@ -120,13 +124,28 @@ def films_of(args) -> pd.DataFrame:
     return table
 
 
+def input_moves(views: np.ndarray, film_px: float, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """The model inputs ``views`` (K, S, S) of a film's found box, not rendered again: ``input_1px``
+    moved by one and by half a film pixel (``film_px`` input px) left, right, up and down (8, bilinear),
+    ``input_noise1`` with -1, 0 or +1 grey level added to each pixel (8 draws). Beside ``box_1px`` they
+    tell the rendering from the network: a network that reads a sub-pixel move or rounding noise as
+    months moves as far under them as under a moved box."""
+    shifts = [(sx * f * film_px, sy * f * film_px) for f in (1.0, 0.5) for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    moved = [np.stack([cv2.warpAffine(v, np.float32([[1, 0, dx], [0, 1, dy]]), v.shape[::-1], flags=cv2.INTER_LINEAR)
+                       for v in views]) for dx, dy in shifts]
+    noisy = [np.clip(views.astype(np.int16) + rng.integers(-1, 2, views.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    return {"input_1px": moved, "input_noise1": noisy}
+
+
 def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Settings) -> pd.DataFrame:
-    """Rows (film, form, estimate, reference) for ``box_1px`` and ``box_2pct``, each rendered from the
-    film's PNG as predict renders it; the reference is the estimate of the found box rendered the same way."""
+    """Rows (film, form, estimate, reference) for each of :data:`BOX_MOVES`: moved boxes rendered from
+    the film's PNG as predict renders it, and the found box's input moved (:func:`input_moves`); the
+    reference is the estimate of the found box rendered the same way."""
     import torch
 
     found = table[table["form"] == "film"].set_index("film")
     keys, images, male, pred = [], [], [], []
+    rng = np.random.default_rng(0)  # the grey-level noise of input_noise1
 
     def flush():  # predict what is rendered: memory bounded by BOX_BATCH cuts, not by the films
         if images:
@@ -139,14 +158,19 @@ def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Se
             continue
         img = to_uint8(read_grey(Path(found.loc[film.id, "source_file"])))
         box = [int(found.loc[film.id, c]) for c in BOX]
-        step = max(1, round(0.02 * max(box[2] - box[0], box[3] - box[1])))
-        boxes = {"box_found": [box], "box_1px": side_moves(box, 1, img.shape[1], img.shape[0]),
+        long_side = max(box[2] - box[0], box[3] - box[1])
+        step = max(1, round(0.02 * long_side))
+        moved = {"box_1px": side_moves(box, 1, img.shape[1], img.shape[0]),
                  "box_2pct": [(min(box[0] + step, img.shape[1]), min(box[1] + step, img.shape[0]),
                                min(box[2] + step, img.shape[1]), min(box[3] + step, img.shape[0]))]}
-        for form, cuts in boxes.items():
-            for cut in cuts:
+        found_views = render_boxes(img, box, settings, bundle.box_shift)
+        made = {"box_found": [found_views],
+                **{form: [render_boxes(img, cut, settings, bundle.box_shift) for cut in cuts] for form, cuts in moved.items()},
+                **input_moves(found_views, settings.image_size / long_side, rng)}
+        for form, views in made.items():
+            for image in views:
                 keys.append((film.id, form))
-                images.append(render_boxes(img, cut, settings, bundle.box_shift))
+                images.append(image)
                 male.append(film.male)
         if len(images) >= BOX_BATCH:
             flush()
@@ -155,7 +179,7 @@ def box_estimates(table: pd.DataFrame, films: pd.DataFrame, bundle, settings: Se
     base = rows[rows["form"] == "box_found"].set_index("film")["estimate"]
     rows["reference"] = rows["film"].map(base)
     rows = rows[rows["form"] != "box_found"]
-    # per film and form the cut whose estimate moved most (box_1px: of 8)
+    # per film and form the cut whose estimate moved most (of 8 for all but box_2pct)
     return rows.loc[(rows["estimate"] - rows["reference"]).abs().groupby([rows["film"], rows["form"]]).idxmax()]
 
 

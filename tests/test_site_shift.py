@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.site_shift import BOX_MOVED_PX, input_changes
+from bench.site_shift import BOX_MOVED_PX, input_changes, input_moves
 from bench.site_shift import main as site_shift
 from boneage.files import write_json
 from boneage.imaging.demo import generate
@@ -19,7 +19,7 @@ from boneage.imaging.images import to_uint8
 from boneage.imaging.intensity import rank_levels
 from boneage.imaging.radiograph import Settings, render
 
-from .conftest import RAW_SAMPLE, export_args, untrained_model
+from .conftest import RAW_SAMPLE, export_args, hand_like, untrained_model
 from .test_encodings import _films
 
 REGRADED = ("washout", "gamma0.6", "gamma1.6")
@@ -65,7 +65,7 @@ def test_the_site_shift_bench_measures_each_copy_on_demo_films(tmp_path):
     from boneage.export import main as export
 
     export(["variant", "--model", str(tmp_path / "model.pt"), *rest])
-    copies = ["washout", "gamma1.6", "half", "jpeg95", "box_1px", "box_2pct"]
+    copies = ["washout", "gamma1.6", "half", "jpeg95", "box_1px", "box_2pct", "input_1px", "input_noise1"]
     site_shift(["--bundle", str(tmp_path / "bundle"), "--data", str(tmp_path / "demo"), "--copies", *copies,
                 "--threads", "1", "--out-dir", str(tmp_path / "out")])
     per_film = pd.read_csv(tmp_path / "out" / "per_film.csv", dtype={"film": str})
@@ -78,3 +78,16 @@ def test_the_site_shift_bench_measures_each_copy_on_demo_films(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     for copy in copies:
         assert f"| {copy} " in summary
+
+
+def test_the_network_alone_forms_move_the_found_input_by_a_film_pixel_or_a_grey_level():
+    views = hand_like(seed=1, size=(32, 32))[None]
+    made = input_moves(views, 0.5, np.random.default_rng(0))  # a film pixel is half an input pixel
+    assert [len(made[k]) for k in ("input_1px", "input_noise1")] == [8, 8]
+    for moved in made["input_1px"]:
+        diff = np.abs(moved.astype(int) - views)[:, 2:-2, 2:-2]  # away from the border the sampler fills
+        assert moved.shape == views.shape and 0 < diff.mean() and diff.max() < 255 // 2
+    grey = np.full((1, 32, 32), 128, np.uint8)  # no level at an end, where the noise is clipped
+    for noisy in input_moves(grey, 0.5, np.random.default_rng(0))["input_noise1"]:
+        diff = noisy.astype(int) - grey
+        assert np.abs(diff).max() == 1 and 0.6 < (diff != 0).mean() < 0.73  # -1, 0, +1 alike
