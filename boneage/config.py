@@ -5,6 +5,9 @@ Pure Python (no third-party imports), so the Snakefile can use it when it builds
 
 from __future__ import annotations
 
+import glob
+import os
+
 
 class ConfigError(ValueError):
     """A config value that the schema cannot check (a model name that is not defined, ...)."""
@@ -101,3 +104,17 @@ def model_region(config: dict, name: str) -> str:
 def repeats(config: dict, name: str) -> int:
     """How many seeds model ``name`` is trained with: its own ``repeats``, else the top-level one."""
     return int(config["models"][name].get("repeats", config.get("repeats", 1)))
+
+
+def local_gpu() -> bool:
+    """Whether this machine shows torch a GPU, without importing torch for every Snakemake call: a
+    CUDA device node (NVIDIA) or the ROCm one (AMD), unless CUDA_VISIBLE_DEVICES hides them all."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/kfd")
+
+
+def thread_share(most: int, cores: int, models: int) -> int:
+    """Threads of each of ``models`` per-model CPU jobs on ``cores`` cores: an equal share, at least 1
+    and at most ``most``, so that the jobs run side by side instead of one after another on all cores."""
+    return max(1, min(most, cores // max(1, models)))

@@ -42,8 +42,8 @@ def test_all_outputs_are_there(run_dir):
             for key in ("mae", "rmse", "r2", "mae_male", "mae_female"):
                 assert ci[key][0] <= s[key] <= ci[key][1], (variant, subset, key)
             assert ci["stage_accuracy"][0] <= s["stage"]["accuracy"] <= ci["stage_accuracy"][1]
-        stable = metrics["stability"]  # test-retest spread of every test film over 8 retakes
-        assert stable["views"] == 8 and stable["n"] == metrics["test"]["n"]
+        stable = metrics["stability"]  # test-retest spread of every test film over its 2 retakes (smoke.yaml)
+        assert stable["views"] == 2 and stable["n"] == metrics["test"]["n"]
         assert 0 < stable["sd_median_months"] <= stable["sd_p95_months"] <= stable["range_p95_months"]
         bundle = json.loads((r / "bundles" / variant / "bundle.json").read_text())
         assert bundle["stability"] == stable
@@ -177,6 +177,24 @@ def test_device_cuda_without_a_gpu_stops_before_any_job(tmp_path):
     # a dry run plans a GPU run on any machine (a cluster's login node has no GPU either)
     assert {"train_variant", "evaluate_variant"} <= planned_rules(snakemake(tmp_path, "all", "-n", "--config",
                                                                           "device=cuda"))
+
+
+def test_without_a_gpu_the_models_jobs_share_the_cores_and_run_side_by_side(tmp_path):
+    """The demo's two models on a CPU-only machine: each training, evaluation and Grad-CAM job gets its
+    share of the cores (one of two), so the two models' jobs run at once; device=cuda keeps all."""
+    from boneage.config import local_gpu, thread_share
+
+    if local_gpu():
+        pytest.skip("this machine has a GPU")
+    cores = min(8, len(os.sched_getaffinity(0)))
+    for device, share in (("auto", thread_share(8, cores, 2)), ("cuda", 8)):
+        proc = snakemake(tmp_path, "all", "-n", "-p", "--cores", "8", "--config", f"device={device}")
+        text = proc.stdout + proc.stderr
+        for stage, most in (("train", 8), ("evaluate", 4), ("gradcam", 2)):
+            threads = re.findall(rf"python -m boneage\.{stage} .*?--threads (\d+)", text)
+            assert threads == [str(min(share, most))] * 2, (device, stage, threads)
+    assert thread_share(8, 2, 2) == 1 and thread_share(8, 16, 2) == 8 and thread_share(4, 16, 3) == 4
+    assert thread_share(8, 2, 3) == 1  # never none
 
 
 def test_gradcam_maps_are_never_blank_and_the_report_shows_every_figure(run_dir):

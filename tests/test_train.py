@@ -389,5 +389,6 @@ def test_select_epoch_last_keeps_the_final_epoch_and_refuses_early_stopping(data
     # for some values, so on some CPUs' results), hence the round-trip parser here.
     history = pd.read_csv(tmp_path / "history.csv", float_precision="round_trip")
     assert meta["epoch"] == summary["best_epoch"] == 3 and summary["best_val_mae"] == history["val_mae"].iloc[-1]
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()  # last.pt is the kept epoch's: no second copy
     with pytest.raises(ValueError, match="patience"):
         TrainSpec.from_dict({"arch": "resnet18", **TINY, "select_epoch": "last", "patience": 2})

@@ -89,8 +89,9 @@ def measure(trainer, train: Data, val: Data) -> dict:
 def epochs_within(spec: TrainSpec, speed: dict, spent_s: float) -> dict:
     """The most epochs that end within :data:`SAFETY` of the budget left after ``spent_s``."""
     budget_s = spec.time_budget_minutes * 60
-    epoch_s = (speed["steps_per_epoch"] * speed["step_s"] + speed["validation_s"] + 2 * speed["checkpoint_s"]
-               + speed["recalibrate_s"])  # last.pt every epoch, best.pt when it improved
+    saves = 2 if spec.select_epoch == "best" else 1  # last.pt every epoch, best.pt when it improved
+    epoch_s = (speed["steps_per_epoch"] * speed["step_s"] + speed["validation_s"] + saves * speed["checkpoint_s"]
+               + speed["recalibrate_s"])
     # compilation is paid again by the real model; cuDNN's autotuning and CUDA's lazy loading are not
     # (measured on an H200: the probe's first step 45 s, the real first epoch as fast as the others)
     again_s = speed["first_step_extra_s"] if spec.compile else 0.0

@@ -104,6 +104,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", data: bytes
     return model, meta
 
 
+def cpu_batch(input_size: int) -> int:
+    """Images per inference batch on the CPU: as many as hold the activations of 16 at 144 px, 16 to 128."""
+    return max(16, min(128, 16 * 144 * 144 // (input_size * input_size)))
+
+
 @torch.no_grad()
 def predict(model: BoneAgeNet, images_u8: torch.Tensor, male: torch.Tensor, input_size: int,
             target_mean: float, target_std: float, device: torch.device, batch_size: int | None = None,
@@ -112,13 +117,15 @@ def predict(model: BoneAgeNet, images_u8: torch.Tensor, male: torch.Tensor, inpu
     views of each film (``imaging.radiograph.view_tensor``; config ``evaluate.box_shift``), each a
     model input of its own, the estimate then the mean over them (and over the TTA views).
 
-    ``batch_size`` defaults to 128 on a GPU and 16 on the CPU: there, a larger batch's activations
-    pass the mmap threshold of ``files.keep_freed_memory`` and are mapped and unmapped on every layer
+    ``batch_size`` defaults to 128 on a GPU and on the CPU to the batch whose activations are those
+    of 16 images at 144 px (16 at 144 px and above, 81 at 64 px): a larger batch's activations pass
+    the mmap threshold of ``files.keep_freed_memory`` and are mapped and unmapped on every layer
     (EfficientNet-Lite0 at 144 px on 2 cores, 1,892 images: 3.8 s at 16, 3.9-4.2 s at 32, 8.5-10.0 s
-    at 128; docs/benchmarks.md).
+    at 128), a smaller one leaves the cores idle between small layers (ResNet-18 at 64 px on 2 cores:
+    310 images/s at 81 against 239 at 16; bench/cpu_kernels.py).
     """
     if batch_size is None:
-        batch_size = 128 if device.type == "cuda" else 16
+        batch_size = 128 if device.type == "cuda" else cpu_batch(input_size)
     model.eval()
     bf16 = use_bf16(device, bf16)
     out = []

@@ -55,9 +55,11 @@ from boneage.config import (
     FOLDS_SUFFIX,
     SEEDS_SUFFIX,
     ConfigError,
+    local_gpu,
     model_list,
     model_region,
     repeats,
+    thread_share,
     variant_spec,
 )
 from boneage.imaging.layout import LayoutError, listing_sha256, resolve_layout
@@ -283,7 +285,36 @@ def local_images(wildcards):
 
 
 def gpus(wildcards):
-    return 0 if config["device"] == "cpu" else 1
+    """GPUs a training or evaluation job asks for: none with device=cpu, or with device=auto on a
+    machine without one (the jobs then run side by side: model_threads); on a cluster device=auto
+    asks one, since the jobs run on other nodes."""
+    if config["device"] == "cpu":
+        return 0
+    if config["device"] == "auto" and workflow.local_exec and not local_gpu():
+        return 0
+    return 1
+
+
+def model_threads(most):
+    """Threads of a per-model job (train, evaluate, Grad-CAM): ``most``, or, where the run's cores
+    (--cores, at most this machine's) are fewer than ``most`` for each trained model and the jobs run
+    on the CPU, an equal share of them, so that the models' jobs run side by side instead of one
+    after another on all cores (the demo's two models on 2 cores: one thread each; a small network
+    gains more from a second job than from a second thread: docs/benchmarks.md, "The demo pipeline").
+    On a cluster (no --cores) and for GPU jobs (one GPU at a time): ``most``."""
+
+    def threads(wildcards):
+        try:
+            cores = workflow.cores
+        except WorkflowError:
+            return most
+        if not workflow.local_exec or not cores or gpus(wildcards):
+            return most
+        return thread_share(
+            most, min(cores, len(os.sched_getaffinity(0))), len(trained_models())
+        )
+
+    return threads
 
 
 def stage_thresholds():

@@ -19,7 +19,7 @@ rule evaluate_variant:
         "results/benchmarks/evaluate/{model}.tsv"
     conda:
         "../../envs/boneage.yaml"
-    threads: 4
+    threads: model_threads(4)
     resources:
         mem_mb=8000,
         runtime=30,

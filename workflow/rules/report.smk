@@ -50,7 +50,7 @@ rule gradcam:
         "results/benchmarks/gradcam/{variant}.tsv"
     conda:
         "../../envs/boneage.yaml"
-    threads: 2
+    threads: model_threads(2)
     resources:
         mem_mb=4000,
         runtime=30,

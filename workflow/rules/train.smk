@@ -37,7 +37,7 @@ rule train_variant:
         "results/benchmarks/train/{model}.tsv"
     conda:
         "../../envs/boneage.yaml"
-    threads: 8
+    threads: model_threads(8)
     resources:
         mem_mb=16000,
         runtime=train_runtime,
