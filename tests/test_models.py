@@ -187,3 +187,25 @@ def test_weights_from_a_path(tmp_path):
 def test_unknown_arch_is_named():
     with pytest.raises(ValueError, match="unknown arch 'vgg16'"):
         BoneAgeNet("vgg16")
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a.startswith("efficientnet_lite")])
+def test_an_antialiased_lite_keeps_its_imagenet_weights_and_still_classifies(arch):
+    plain, smooth = (build_model({"arch": arch, "pretrained": "imagenet", "antialias": aa}) for aa in (False, True))
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in smooth.state_dict().items()}
+    assert all(torch.equal(v, smooth.state_dict()[k]) for k, v in plain.state_dict().items() if "head" not in k
+               and "sex" not in k)
+    # the published weights at stride 1 with a blur pool still see what Grace Hopper wears: a suit
+    # (834) or a uniform (652) comes first, not an arbitrary class; a start that fine-tuning adapts
+    rgb = EfficientNetLite(arch).eval()
+    rgb.load_state_dict(torch.load(lite_package_weights(arch), map_location="cpu", weights_only=True))
+    rgb.antialias()
+    size = LITE_SIZES[arch][2]
+    photo = cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))[:, :, ::-1]
+    x = cv2.resize(np.ascontiguousarray(photo), (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    with torch.no_grad():
+        features = rgb.features(torch.from_numpy((x - 127.5) / 128.0).permute(2, 0, 1)[None])
+        logits = rgb._fc(features.mean(dim=(2, 3)))
+    assert features.shape[-1] == -(-size // 32) and int(logits.argmax()) in (652, 834)
+    with pytest.raises(ValueError, match="antialias"):
+        build_model({"arch": "resnet18", "antialias": True})

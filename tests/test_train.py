@@ -392,3 +392,41 @@ def test_select_epoch_last_keeps_the_final_epoch_and_refuses_early_stopping(data
     assert not (tmp_path / "checkpoints" / "best.pt").exists()  # last.pt is the kept epoch's: no second copy
     with pytest.raises(ValueError, match="patience"):
         TrainSpec.from_dict({"arch": "resnet18", **TINY, "select_epoch": "last", "patience": 2})
+
+
+def test_blur_augmentation_spreads_a_point_by_at_most_the_sd_asked_and_keeps_its_grey_level_sum():
+    point = torch.zeros((64, 1, 33, 33), dtype=torch.uint8)
+    point[:, :, 16, 16] = 255
+    still = dict(rotate_deg=0, scale_min=1, scale_max=1, translate=0, brightness=0, contrast=0, gamma=0)
+    plain = augment(point.clone(), 33, Augment(**still), torch.Generator().manual_seed(0))
+    blurred = augment(point.clone(), 33, Augment(**still, blur=1.5), torch.Generator().manual_seed(0))
+    assert torch.allclose(blurred.sum(dim=(1, 2, 3)), plain.sum(dim=(1, 2, 3)), atol=1e-4)
+    cols = torch.arange(33, dtype=torch.float32) - 16
+    spread = blurred[:, 0] - plain[:, 0].amin()  # less the floor every image is clamped to (1e-6)
+    sd = (spread.sum(dim=1) * cols ** 2).sum(dim=1).div(spread.sum(dim=(1, 2))).sqrt()
+    assert sd.max() <= 1.5 + 1e-3 and sd.min() < 0.5 and sd.max() > 1.2  # SDs drawn over [0, 1.5]
+
+
+def test_a_consistency_pair_is_the_same_view_moved_by_at_most_a_pixel_with_its_own_grey_levels():
+    from boneage.learning.data import PAIR_SHIFT_PX, PAIR_ZOOM, augment_pair
+
+    size = 64
+    ramp = torch.arange(size, dtype=torch.float32).mul(255 / (size - 1)).round().to(torch.uint8)
+    films = ramp.view(1, 1, 1, size).expand(32, 1, size, size).contiguous()
+    # zoomed in enough that no view reaches past the film (its zero padding would move with the view)
+    still = dict(rotate_deg=5, scale_min=1.1, scale_max=1.15, translate=0.01, brightness=0, contrast=0, gamma=0)
+    pair = augment_pair(films, size, Augment(**still), torch.Generator().manual_seed(0))
+    first, second = pair.chunk(2)
+    inside = (slice(None), 0, slice(8, -8), slice(8, -8))  # away from the zero padding at the borders
+    moved = (first - second)[inside].abs().amax(dim=(1, 2)) * (size - 1)  # in ramp steps = film pixels
+    assert moved.max() <= PAIR_SHIFT_PX * 2 ** 0.5 + PAIR_ZOOM * size / 2 + 0.5 and moved.max() > 0.5
+    lit = augment_pair(films, size, Augment(**{**still, "gamma": 0.3}), torch.Generator().manual_seed(0)).chunk(2)
+    assert (lit[0] - lit[1])[inside].abs().amax() > 0.05  # the second view's grey levels are its own draw
+
+
+def test_consistency_training_sees_two_views_per_film_and_is_refused_with_cached_blocks(data, tmp_path):
+    spec = TrainSpec.from_dict({"arch": "resnet18", "sex_input": True, **TINY, "consistency": 1.0})
+    summary = run("resnet18", spec, data / "pre" / "index.parquet", data / "split.csv", tmp_path, "cpu", 2)
+    assert summary["epochs_run"] == 1 and np.isfinite(pd.read_csv(tmp_path / "history.csv")["train_loss"]).all()
+    with pytest.raises(ValueError, match="consistency"):
+        TrainSpec.from_dict({"arch": "efficientnet_lite0", "cache_blocks": 5, "consistency": 1.0})

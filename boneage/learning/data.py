@@ -33,6 +33,7 @@ class Augment:
     contrast: float = 0.15  # log-uniform factor range
     gamma: float = 0.15  # log-uniform exponent range
     noise: float = 0.0  # largest SD of per-pixel Gaussian noise, [0, 1] intensity units; 0 = none
+    blur: float = 0.0  # largest SD of a Gaussian blur, in model-input pixels; 0 = none
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Augment":
@@ -161,28 +162,77 @@ def affine_theta(n: int, rotate_rad: torch.Tensor, scale: torch.Tensor, tx: torc
     return theta
 
 
+# A consistency pair's second view (train.consistency): the first view's geometry moved by up to this
+# many model-input pixels each way and zoomed by up to this log-factor, as a retake or a hand box a
+# pixel or 2 % away moves it; its grey levels, blur and noise are drawn anew.
+PAIR_SHIFT_PX = 1.0
+PAIR_ZOOM = 0.02
+
+
+def _uniform(n: int, lo: float, hi: float, dev, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, device=dev, generator=generator) * (hi - lo) + lo
+
+
+def _geometry(n: int, aug: Augment, dev, generator: torch.Generator):
+    """Random rotation (rad), zoom, shift (grid units) and flip of ``n`` images."""
+    rot = _uniform(n, -1, 1, dev, generator) * math.radians(aug.rotate_deg)
+    scale = torch.exp(_uniform(n, math.log(aug.scale_min), math.log(aug.scale_max), dev, generator))
+    tx = _uniform(n, -2, 2, dev, generator) * aug.translate  # grid spans [-1, 1]
+    ty = _uniform(n, -2, 2, dev, generator) * aug.translate
+    flip = (torch.rand(n, device=dev, generator=generator) < 0.5) if aug.hflip else torch.zeros(n, dtype=torch.bool, device=dev)
+    return rot, scale, tx, ty, flip
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Each image of (B, 1, H, W) blurred by its own Gaussian of SD ``sigma`` (B,) px; edges replicated."""
+    b, _, h, w = x.shape
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma.clamp_min(1e-3).view(-1, 1)) ** 2)
+    k = k / k.sum(1, keepdim=True)
+    y = F.pad(x.reshape(1, b, h, w), (radius, radius, 0, 0), mode="replicate")
+    y = F.conv2d(y, k.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), k.view(b, 1, -1, 1), groups=b)
+    return y.reshape(b, 1, h, w)
+
+
+def _intensity(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Gamma, contrast and brightness, then (each only when asked for, so that runs without it keep
+    their random stream) blur and noise; clamped to [0, 1]."""
+    n, dev = x.shape[0], x.device
+    gamma = torch.exp(_uniform(n, -aug.gamma, aug.gamma, dev, generator)).view(n, 1, 1, 1)
+    contrast = torch.exp(_uniform(n, -aug.contrast, aug.contrast, dev, generator)).view(n, 1, 1, 1)
+    bright = _uniform(n, -aug.brightness, aug.brightness, dev, generator).view(n, 1, 1, 1)
+    x = x.clamp_(1e-6, 1).pow_(gamma)
+    x = (x - 0.5) * contrast + 0.5 + bright
+    if aug.blur:
+        x = gaussian_blur(x, _uniform(n, 0, aug.blur, dev, generator), math.ceil(3 * aug.blur))
+    if aug.noise:
+        sd = _uniform(n, 0, aug.noise, dev, generator).view(n, 1, 1, 1)
+        x = x + torch.randn(x.shape, device=dev, generator=generator) * sd
+    return x.clamp_(0, 1)
+
+
 def augment(batch_u8: torch.Tensor, size: int, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """Random affine + intensity augmentation of a uint8 batch, resized to ``size``; float in [0, 1]."""
     x = batch_u8.float().div_(255)
+    theta = affine_theta(x.shape[0], *_geometry(x.shape[0], aug, x.device, generator))
+    return _intensity(affine_sample(x, theta, size), aug, generator)
+
+
+def augment_pair(batch_u8: torch.Tensor, size: int, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Two views of each image of a uint8 batch, (2B, 1, size, size): the first as :func:`augment` draws
+    it, the second (rows B..2B-1) the same geometry moved by up to :data:`PAIR_SHIFT_PX` model-input
+    pixels and zoomed by up to :data:`PAIR_ZOOM`, with grey levels, blur and noise of its own: what a
+    consistency term holds together (stability training, Zheng et al. 2016)."""
+    x = batch_u8.float().div_(255)
     n, dev = x.shape[0], x.device
-
-    def uniform(lo, hi):
-        return torch.rand(n, device=dev, generator=generator) * (hi - lo) + lo
-
-    rot = uniform(-1, 1) * math.radians(aug.rotate_deg)
-    scale = torch.exp(uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
-    tx, ty = uniform(-2, 2) * aug.translate, uniform(-2, 2) * aug.translate  # grid spans [-1, 1]
-    flip = (torch.rand(n, device=dev, generator=generator) < 0.5) if aug.hflip else torch.zeros(n, dtype=torch.bool, device=dev)
-    x = affine_sample(x, affine_theta(n, rot, scale, tx, ty, flip), size)
-    gamma = torch.exp(uniform(-aug.gamma, aug.gamma)).view(n, 1, 1, 1)
-    contrast = torch.exp(uniform(-aug.contrast, aug.contrast)).view(n, 1, 1, 1)
-    bright = uniform(-aug.brightness, aug.brightness).view(n, 1, 1, 1)
-    x = x.clamp_(1e-6, 1).pow_(gamma)
-    x = (x - 0.5) * contrast + 0.5 + bright
-    if aug.noise:  # drawn only when asked for, so that runs without it keep their random stream
-        sd = uniform(0, aug.noise).view(n, 1, 1, 1)
-        x = x + torch.randn(x.shape, device=dev, generator=generator) * sd
-    return x.clamp_(0, 1)
+    rot, scale, tx, ty, flip = _geometry(n, aug, dev, generator)
+    step = 2.0 * PAIR_SHIFT_PX / size  # one model-input pixel is 2 / size grid units
+    moved = (rot, scale * torch.exp(_uniform(n, -PAIR_ZOOM, PAIR_ZOOM, dev, generator)),
+             tx + _uniform(n, -step, step, dev, generator), ty + _uniform(n, -step, step, dev, generator), flip)
+    views = [_intensity(affine_sample(x, affine_theta(n, *g), size), aug, generator)
+             for g in ((rot, scale, tx, ty, flip), moved)]
+    return torch.cat(views)
 
 
 def tta_views(batch_u8: torch.Tensor, size: int, hflip: bool) -> list[torch.Tensor]:

@@ -27,6 +27,30 @@ def _bn(c):
     return nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)
 
 
+class BlurPool(nn.Module):
+    """Anti-aliased down-sampling (Zhang 2019, "Making convolutional networks shift-invariant again"):
+    each channel low-passed by the 3 x 3 binomial filter, then every second pixel kept. It has no
+    parameters, so that a network's state dict, pretrained weights included, is the same with it."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x):
+        c = x.shape[1]
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype).expand(c, 1, 3, 3),
+                        stride=2, groups=c)
+
+
+def _antialias(conv: nn.Conv2d) -> nn.Module:
+    """A stride-2 convolution made stride 1, to be followed by :class:`BlurPool`; else nothing to follow."""
+    if conv.stride == (2, 2):
+        conv.stride = (1, 1)
+        return BlurPool()
+    return nn.Identity()
+
+
 class MBConv(nn.Module):
     def __init__(self, inp: int, out: int, kernel: int, stride: int, expand: int, drop: float):
         super().__init__()
@@ -41,10 +65,11 @@ class MBConv(nn.Module):
         self._bn2 = _bn(out)
         self.skip = stride == 1 and inp == out
         self.drop = drop
+        self.down = nn.Identity()  # BlurPool once anti-aliased (EfficientNetLite.antialias)
 
     def forward(self, x):
         y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self.down(F.relu6(self._bn1(self._depthwise_conv(y))))
         y = self._bn2(self._project_conv(y))
         if self.skip:
             if self.training and self.drop > 0:  # stochastic depth per sample
@@ -73,10 +98,19 @@ class EfficientNetLite(nn.Module):
         self._conv_head = nn.Conv2d(channels[-1], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
+        self._stem_down = nn.Identity()
+
+    def antialias(self) -> None:
+        """Every stride-2 convolution (the stem's, each stage's first depthwise) at stride 1, its
+        activation then down-sampled by :class:`BlurPool`: the same weights, a feature map that moves
+        less when the image moves by less than the stride. Costs those layers 4x their compute."""
+        self._stem_down = _antialias(self._conv_stem)
+        for block in self._blocks:
+            block.down = _antialias(block._depthwise_conv)
 
     def trunk(self, x: torch.Tensor, n_blocks: int) -> torch.Tensor:
         """The feature map after the stem and the first ``n_blocks`` blocks."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = self._stem_down(F.relu6(self._bn0(self._conv_stem(x))))
         for block in self._blocks[:n_blocks]:
             x = block(x)
         return x

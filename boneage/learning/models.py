@@ -147,10 +147,13 @@ class BoneAgeNet(nn.Module):
     """Backbone -> pooled features [+ sex MLP] -> regression head with one output."""
 
     def __init__(self, arch: str, sex_input: bool = False, head_hidden: int = 0, dropout: float = 0.0,
-                 imagenet: bool = False, sex_features: int = 32, weights_dir: str | Path | None = None):
+                 imagenet: bool = False, sex_features: int = 32, weights_dir: str | Path | None = None,
+                 antialias: bool = False):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+        if antialias and not arch.startswith("efficientnet_lite"):
+            raise ValueError(f"antialias is built for efficientnet_lite0|1|2, not {arch}")
         self.arch = arch
         self.sex_input = sex_input
         state = imagenet_state(arch, weights_dir) if imagenet else None
@@ -177,6 +180,8 @@ class BoneAgeNet(nn.Module):
                 lite.load_state_dict(state)
             lite._conv_stem = _grey_stem(lite._conv_stem, imagenet)
             lite._fc = nn.Identity()
+            if antialias:
+                lite.antialias()
             net = LiteBackbone(lite)
             n_features = 1280
             self.input_norm = LITE_GREY
@@ -307,7 +312,7 @@ def build_model(spec: dict) -> BoneAgeNet:
     folder = pretrained not in ("none", "imagenet") and Path(pretrained).is_dir()
     model = BoneAgeNet(spec["arch"], bool(spec.get("sex_input", False)), int(spec.get("head_hidden", 0)),
                        float(spec.get("dropout", 0.0)), imagenet=pretrained == "imagenet" or folder,
-                       weights_dir=pretrained if folder else None)
+                       weights_dir=pretrained if folder else None, antialias=bool(spec.get("antialias", False)))
     if pretrained not in ("none", "imagenet") and not folder:
         load_weights(model, pretrained)
     return model

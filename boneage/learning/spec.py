@@ -27,6 +27,7 @@ class TrainSpec:
     sex_input: bool = False
     head_hidden: int = 0
     dropout: float = 0.0
+    antialias: bool = False  # EfficientNet-Lite: stride-2 convolutions as stride 1 + a blur pool
     pretrained: str = "none"
     epochs: int = 10
     batch_size: int = 16
@@ -45,6 +46,7 @@ class TrainSpec:
     cache_views: int = 4  # augmented views of each training film in that cache
     augment: dict = field(default_factory=dict)
     ema_decay: float = 0.0
+    consistency: float = 0.0  # > 0: two views per film a step, their estimates' mean |difference| x this added
     bn_recalibrate: bool = False  # BatchNorm statistics recomputed on the un-augmented training set each epoch
     select_epoch: str = "best"  # the weights kept: best (lowest validation MAE) or last epoch
     grad_clip: float = 0.0
@@ -78,9 +80,14 @@ class TrainSpec:
         if spec.time_budget_minutes and (spec.cache_blocks or spec.low_res_epochs):
             raise ValueError("time_budget_minutes measures the speed of plain training steps: it does not go with "
                              "cache_blocks or low_res_epochs (set them to 0, or set epochs instead of a budget)")
+        if spec.antialias and not spec.arch.startswith("efficientnet_lite"):
+            raise ValueError(f"antialias is built for efficientnet_lite0|1|2, not {spec.arch}")
+        if spec.consistency < 0:
+            raise ValueError(f"consistency {spec.consistency}: use 0 (off) or a positive weight")
         if spec.cache_blocks:
             clash = [name for name, on in (("bn_recalibrate", spec.bn_recalibrate), ("compile", spec.compile),
-                                           ("low_res_epochs", spec.low_res_epochs)) if on]
+                                           ("low_res_epochs", spec.low_res_epochs),
+                                           ("consistency", spec.consistency)) if on]
             if not spec.arch.startswith("efficientnet_lite"):
                 raise ValueError(f"cache_blocks: {spec.arch} has no cached path; it is built for efficientnet_lite0|1|2")
             if clash:

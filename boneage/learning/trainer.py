@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..files import progress
 from .batches import Batches, Data
 from .checkpoint import Checkpoints
-from .data import Augment, augment, resize
+from .data import Augment, augment, augment_pair, resize
 from .frozen import CachedBatches, compute, predict_cached
 from .inference import autocast, channels_last, predict, save_model, synchronize, use_bf16
 from .models import build_model
@@ -164,15 +164,24 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = spec.lr * lr_factor(step, total_steps, warmup)
             idx = perm[i * bs:(i + 1) * bs]
+            yb, mb = train.boneage[idx], train.male[idx]
             if isinstance(batches, CachedBatches):
                 xb = batches(i * bs, (i + 1) * bs)
+            elif spec.consistency:
+                xb = channels_last(augment_pair(batches(i * bs, (i + 1) * bs, idx), size, self.augment, gen))
+                mb = torch.cat([mb, mb])
             else:
                 xb = channels_last(augment(batches(i * bs, (i + 1) * bs, idx), size, self.augment, gen))
-            yb, mb = train.boneage[idx], train.male[idx]
             with autocast(device, self.bf16):
                 z = step_model(xb, mb)
             pred = z.float() * self.target_std + self.target_mean
-            loss = loss_fn(spec, pred, yb)
+            if spec.consistency:  # both views to the label, and to each other (months)
+                first, second = pred.chunk(2)
+                loss = (loss_fn(spec, first, yb) + loss_fn(spec, second, yb)) / 2 \
+                    + spec.consistency * (first - second).abs().mean()
+                pred = first
+            else:
+                loss = loss_fn(spec, pred, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if spec.grad_clip > 0:
