@@ -407,6 +407,24 @@ def test_blur_augmentation_spreads_a_point_by_at_most_the_sd_asked_and_keeps_its
     assert sd.max() <= 1.5 + 1e-3 and sd.min() < 0.5 and sd.max() > 1.2  # SDs drawn over [0, 1.5]
 
 
+def test_overexposure_and_lift_draw_a_clipped_white_end_and_a_raised_black_level_up_to_the_share_asked():
+    size = 64
+    ramp = torch.arange(size, dtype=torch.float32).mul(255 / (size - 1)).round().to(torch.uint8)
+    films = ramp.view(1, 1, 1, size).expand(256, 1, size, size).contiguous()
+    still = dict(rotate_deg=0, scale_min=1, scale_max=1, translate=0, brightness=0, contrast=0, gamma=0)
+    plain = augment(films.clone(), size, Augment(**still), torch.Generator().manual_seed(0))[:, 0, 0]
+    clipped = augment(films.clone(), size, Augment(**still, overexpose=0.3), torch.Generator().manual_seed(0))[:, 0, 0]
+    white = (clipped >= 1 - 1e-6).float().mean(1) - (plain >= 1 - 1e-6).float().mean(1)  # share gone white
+    assert white.max() <= 0.3 + 1 / size and white.max() > 0.25 and white.min() < 0.03  # drawn over [0, 0.3]
+    below = clipped < 1 - 1e-6  # the rest stretched, still in order and starting at black
+    assert (clipped >= plain - 1e-6).all() and torch.all(clipped.diff(dim=1) >= -1e-6) and (clipped[:, 0] < 1e-5).all()
+    assert torch.allclose((clipped / plain.clamp_min(1e-6))[below & (plain > 0.1)].max(), torch.tensor(1 / 0.7), atol=0.02)
+    lifted = augment(films.clone(), size, Augment(**still, lift=0.15), torch.Generator().manual_seed(0))[:, 0, 0]
+    black = lifted[:, 0]
+    assert black.max() <= 0.15 + 1e-6 and black.max() > 0.12 and black.min() < 0.01  # drawn over [0, 0.15]
+    assert torch.allclose(lifted[:, -1], torch.ones(256)) and torch.all(lifted.diff(dim=1) > 0)  # white stays white
+
+
 def test_a_consistency_pair_is_the_same_view_moved_by_at_most_a_pixel_with_its_own_grey_levels():
     from boneage.learning.data import PAIR_SHIFT_PX, PAIR_ZOOM, augment_pair
 

@@ -89,7 +89,7 @@ def measure(trainer, train: Data, val: Data) -> dict:
 def epochs_within(spec: TrainSpec, speed: dict, spent_s: float) -> dict:
     """The most epochs that end within :data:`SAFETY` of the budget left after ``spent_s``."""
     budget_s = spec.time_budget_minutes * 60
-    saves = 2 if spec.select_epoch == "best" else 1  # last.pt every epoch, best.pt when it improved
+    saves = 2 if spec.keeps_best else 1  # last.pt every epoch, best.pt when it improved
     epoch_s = (speed["steps_per_epoch"] * speed["step_s"] + speed["validation_s"] + saves * speed["checkpoint_s"]
                + speed["recalibrate_s"])
     # compilation is paid again by the real model; cuDNN's autotuning and CUDA's lazy loading are not

@@ -65,7 +65,7 @@ class Checkpoints:
     def kept(self) -> str:
         """The checkpoint of the epoch the model keeps: ``best.pt``, or ``last.pt`` with ``select_epoch: last``
         (written every epoch; a second copy of 134 MB for ResNet-18 would cost a tenth of the demo's training)."""
-        return "best.pt" if self.spec.select_epoch == "best" else "last.pt"
+        return "best.pt" if self.spec.keeps_best else "last.pt"
 
     def load(self, name: str) -> dict:
         return load_torch(self.folder / name)

@@ -34,6 +34,8 @@ class Augment:
     gamma: float = 0.15  # log-uniform exponent range
     noise: float = 0.0  # largest SD of per-pixel Gaussian noise, [0, 1] intensity units; 0 = none
     blur: float = 0.0  # largest SD of a Gaussian blur, in model-input pixels; 0 = none
+    overexpose: float = 0.0  # largest share of the grey range clipped white at the top (a clipped highlight end); 0 = none
+    lift: float = 0.0  # largest black level the range is compressed onto (a washed-out film); 0 = none
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Augment":
@@ -196,12 +198,22 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Te
 
 
 def _intensity(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Gamma, contrast and brightness, then (each only when asked for, so that runs without it keep
-    their random stream) blur and noise; clamped to [0, 1]."""
+    """A film's own grey-level curve as another site makes it (each only when asked for, so that
+    runs without it keep their random stream): a clipped highlight end, the grey levels above
+    ``1 - t`` white and the rest stretched to the range again (t drawn up to ``overexpose``, as the
+    film's own range or ranks stretch an over-exposed film), and a washed-out film, the range
+    compressed onto a black level drawn up to ``lift``; then gamma, contrast and brightness, blur
+    and noise (each when asked for); clamped to [0, 1]."""
     n, dev = x.shape[0], x.device
     gamma = torch.exp(_uniform(n, -aug.gamma, aug.gamma, dev, generator)).view(n, 1, 1, 1)
     contrast = torch.exp(_uniform(n, -aug.contrast, aug.contrast, dev, generator)).view(n, 1, 1, 1)
     bright = _uniform(n, -aug.brightness, aug.brightness, dev, generator).view(n, 1, 1, 1)
+    if aug.overexpose:
+        white = 1 - _uniform(n, 0, aug.overexpose, dev, generator).view(n, 1, 1, 1)
+        x = torch.minimum(x / white, torch.ones((), device=dev))
+    if aug.lift:
+        black = _uniform(n, 0, aug.lift, dev, generator).view(n, 1, 1, 1)
+        x = black + (1 - black) * x
     x = x.clamp_(1e-6, 1).pow_(gamma)
     x = (x - 0.5) * contrast + 0.5 + bright
     if aug.blur:

@@ -27,6 +27,13 @@ def _bn(c):
     return nn.BatchNorm2d(c, momentum=0.01, eps=1e-3)
 
 
+def check_antialias(arch: str) -> None:
+    """Blur-pooled down-sampling (``antialias``) is built into this module's networks only: other
+    archs are named and refused, by the training plan and by the model alike."""
+    if not arch.startswith("efficientnet_lite"):
+        raise ValueError(f"antialias is built for efficientnet_lite0|1|2, not {arch}")
+
+
 class BlurPool(nn.Module):
     """Anti-aliased down-sampling (Zhang 2019, "Making convolutional networks shift-invariant again"):
     each channel low-passed by the 3 x 3 binomial filter, then every second pixel kept. It has no

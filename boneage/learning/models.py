@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .lite import LITE_SIZES, EfficientNetLite, LiteBackbone  # noqa: F401 (LITE_SIZES: the sizes' table)
+from .lite import LITE_SIZES, EfficientNetLite, LiteBackbone, check_antialias  # noqa: F401 (LITE_SIZES: the sizes' table)
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet18_cbam", "resnet34_cbam", "resnet50_cbam",
          "densenet121", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -152,8 +152,8 @@ class BoneAgeNet(nn.Module):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
-        if antialias and not arch.startswith("efficientnet_lite"):
-            raise ValueError(f"antialias is built for efficientnet_lite0|1|2, not {arch}")
+        if antialias:
+            check_antialias(arch)
         self.arch = arch
         self.sex_input = sex_input
         state = imagenet_state(arch, weights_dir) if imagenet else None

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .data import Augment
+from .lite import check_antialias
 
 LOSSES = ("l1", "mse", "huber")
 SELECT_EPOCHS = ("best", "last")
@@ -80,8 +81,8 @@ class TrainSpec:
         if spec.time_budget_minutes and (spec.cache_blocks or spec.low_res_epochs):
             raise ValueError("time_budget_minutes measures the speed of plain training steps: it does not go with "
                              "cache_blocks or low_res_epochs (set them to 0, or set epochs instead of a budget)")
-        if spec.antialias and not spec.arch.startswith("efficientnet_lite"):
-            raise ValueError(f"antialias is built for efficientnet_lite0|1|2, not {spec.arch}")
+        if spec.antialias:
+            check_antialias(spec.arch)
         if spec.consistency < 0:
             raise ValueError(f"consistency {spec.consistency}: use 0 (off) or a positive weight")
         if spec.cache_blocks:
@@ -93,6 +94,12 @@ class TrainSpec:
             if clash:
                 raise ValueError(f"cache_blocks does not go with {', '.join(clash)}: set them off (0/false)")
         return spec
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether training writes ``best.pt``, the epoch of lowest validation MAE (``select_epoch: best``);
+        with ``last`` the kept epoch's weights are ``last.pt``, written every epoch anyway."""
+        return self.select_epoch == "best"
 
     @classmethod
     def read(cls, path: str | Path) -> "TrainSpec":

@@ -286,14 +286,14 @@ class Trainer:
                    "epoch_s": time.perf_counter() - t0}
             history.append(row)
             improved = val_mae < best["val_mae"]
-            kept = improved or spec.select_epoch == "last"  # "best" (below) is the epoch the model keeps
+            kept = improved or not spec.keeps_best  # with best.pt (below), the epoch the model keeps
             if kept:
                 best = {"val_mae": val_mae, "epoch": epoch + 1}
             patience_left = spec.patience if improved else patience_left - 1
             done = epoch + 1 == spec.epochs or (spec.patience > 0 and patience_left <= 0)
             state = self.checkpoints.state(epoch + 1, model, ema, opt, gen, best, history,
                                            (self.target_mean, self.target_std), complete=done)
-            if kept and spec.select_epoch == "best":  # "last": last.pt is the kept epoch's
+            if kept and spec.keeps_best:  # else last.pt is the kept epoch's
                 self.checkpoints.save(state, "best.pt")
             self.checkpoints.save(state, "last.pt")
             self.epoch_wall_s.append(time.perf_counter() - t0)  # training, validation and checkpoints
