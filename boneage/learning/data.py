@@ -34,7 +34,7 @@ class Augment:
     gamma: float = 0.15  # log-uniform exponent range
     noise: float = 0.0  # largest SD of per-pixel Gaussian noise, [0, 1] intensity units; 0 = none
     blur: float = 0.0  # largest SD of a Gaussian blur, in model-input pixels; 0 = none
-    overexpose: float = 0.0  # largest share of the grey range clipped white at the top (a clipped highlight end); 0 = none
+    overexpose: float = 0.0  # largest share of the grey range clipped white (a clipped highlight end); 0 = none
     lift: float = 0.0  # largest black level the range is compressed onto (a washed-out film); 0 = none
 
     @classmethod

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .lite import LITE_SIZES, EfficientNetLite, LiteBackbone, check_antialias  # noqa: F401 (LITE_SIZES: the sizes' table)
+from .lite import LITE_SIZES, EfficientNetLite, LiteBackbone, check_antialias  # noqa: F401 (LITE_SIZES: a table)
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet18_cbam", "resnet34_cbam", "resnet50_cbam",
          "densenet121", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
